@@ -1,0 +1,23 @@
+"""samkit: segment anything in images and video, fast — a pure-PyTorch SAM 2 / SAM 2.1 engine."""
+
+from .checkpoints import CheckpointError, DownloadError, build_model, download_checkpoint, load_model
+from .configs import VARIANTS, HieraConfig, ModelConfig, get_config, variant_names
+from .modeling import SAM2Model
+from .predictors import ImagePredictor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VARIANTS",
+    "CheckpointError",
+    "DownloadError",
+    "HieraConfig",
+    "ImagePredictor",
+    "ModelConfig",
+    "SAM2Model",
+    "build_model",
+    "download_checkpoint",
+    "get_config",
+    "load_model",
+    "variant_names",
+]

@@ -1,0 +1,199 @@
+"""Building models and loading official checkpoints (local files or the Hugging Face hub).
+
+Checkpoints keep Meta's layout, ``{"model": state_dict}``, and key names; they load with
+``strict=True``. Any renaming lives in :func:`filter_state_dict` alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .configs import VARIANTS, ModelConfig, get_config, resolve_name, variant_names
+from .modeling import SAM2Model
+
+__all__ = [
+    "CheckpointError",
+    "DownloadError",
+    "build_model",
+    "cached_checkpoint",
+    "download_checkpoint",
+    "filter_state_dict",
+    "load_model",
+    "load_state_dict_file",
+    "resolve_device",
+]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, or does not fit the requested model."""
+
+
+class DownloadError(RuntimeError):
+    """Official weights could not be fetched and are not in the local cache."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` picks CUDA when present, else the CPU. Unknown or absent devices raise ValueError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r} (use 'cpu', 'cuda', 'cuda:N' or 'mps')") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} requested but MPS is not available on this machine")
+    return dev
+
+
+def build_model(config: str | ModelConfig, device: str | torch.device | None = "cpu") -> SAM2Model:
+    """A randomly initialized model of the given variant, in eval mode."""
+    model = SAM2Model(get_config(config))
+    return model.to(resolve_device(device)).eval()
+
+
+# --- reading checkpoints ---------------------------------------------------------------------
+
+
+def filter_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The one place where key names are adapted: strips the ``module.`` prefix that
+    DistributedDataParallel training adds. Official checkpoints pass through unchanged."""
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a ``.pt`` checkpoint (``{"model": state_dict}`` or a bare state dict) onto the CPU."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a directory, expected a .pt file: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip, EOF and torch errors all mean the same to a user
+        raise CheckpointError(
+            f"could not read checkpoint {path}: the file is corrupt, truncated or not a PyTorch checkpoint "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a SAM 2 state dict (expected {{'model': state_dict}})")
+    return filter_state_dict(obj)
+
+
+def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = SAM2Model(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _guess_variant(sd: Mapping[str, torch.Tensor]) -> str | None:
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    for name in variant_names():
+        if _expected_shapes(VARIANTS[name]) == shapes:
+            return name
+    return None
+
+
+def _check_keys(cfg: ModelConfig, sd: Mapping[str, torch.Tensor], source: str) -> None:
+    expected = _expected_shapes(cfg)
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [f"{k} {tuple(sd[k].shape)} != {expected[k]}" for k in expected if k in sd and tuple(sd[k].shape) != expected[k]]
+    if not (missing or unexpected or wrong):
+        return
+    guess = _guess_variant(sd)
+    lines = [f"checkpoint {source} does not match model {cfg.name!r}"
+             + (f": it looks like a {guess!r} checkpoint" if guess else "")]
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)):
+        if keys:
+            more = f" ... and {len(keys) - 5} more" if len(keys) > 5 else ""
+            lines.append(f"  {label} ({len(keys)}): {', '.join(keys[:5])}{more}")
+    if guess:
+        lines.append(f"  load it with load_model({guess!r}, checkpoint=...)")
+    raise CheckpointError("\n".join(lines))
+
+
+# --- the hub -------------------------------------------------------------------------------
+
+
+def cached_checkpoint(name: str) -> Path | None:
+    """Path of the official checkpoint in the Hugging Face cache, or None when not downloaded."""
+    cfg = VARIANTS[resolve_name(name)]
+    if not cfg.hf_repo:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        return None
+    found = try_to_load_from_cache(cfg.hf_repo, cfg.checkpoint_filename)
+    return Path(found) if isinstance(found, str) and os.path.exists(found) else None
+
+
+def download_checkpoint(name: str, force: bool = False) -> Path:
+    """Fetch the official checkpoint of a variant into the Hugging Face cache (once) and return its path."""
+    cfg = VARIANTS[resolve_name(name)]
+    if not cfg.hf_repo:
+        raise DownloadError(f"{cfg.name!r} is a test configuration with no official weights")
+    if not force:
+        cached = cached_checkpoint(cfg.name)
+        if cached is not None:
+            return cached
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id=cfg.hf_repo, filename=cfg.checkpoint_filename, force_download=force))
+    except Exception as e:  # network errors, offline mode, missing repo: one actionable message
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DownloadError(
+            f"could not download {cfg.checkpoint_filename} from https://huggingface.co/{cfg.hf_repo} "
+            f"and no cached copy exists ({type(e).__name__}: {reason}).\n"
+            f"If this machine is offline, copy the file here and pass it explicitly: "
+            f"load_model({cfg.name!r}, checkpoint='path/to/{cfg.checkpoint_filename}') "
+            f"or `--checkpoint path/to/{cfg.checkpoint_filename}` on the command line."
+        ) from None
+
+
+def load_model(
+    name_or_hf_id: str | ModelConfig,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+) -> SAM2Model:
+    """Build a SAM 2 / 2.1 model and load its weights.
+
+    Args:
+        name_or_hf_id: ``sam2.1-hiera-tiny``, ``sam2.1_hiera_tiny``, ``facebook/sam2.1-hiera-tiny``
+            (any of the eight official variants), or a :class:`ModelConfig`.
+        checkpoint: an official ``.pt`` file. Without it the official file is downloaded from the
+            Hugging Face hub into its standard cache once, then reused.
+        device: ``"cpu"``, ``"cuda"``, ``"mps"``...; ``None`` picks CUDA when present, else the CPU.
+
+    Returns:
+        The model in eval mode on ``device``.
+    """
+    cfg = get_config(name_or_hf_id)
+    dev = resolve_device(device)
+    if checkpoint is None:
+        if not cfg.hf_repo:
+            raise CheckpointError(f"{cfg.name!r} has no official weights; pass checkpoint=...")
+        checkpoint = download_checkpoint(cfg.name)
+    sd = load_state_dict_file(checkpoint)
+    _check_keys(cfg, sd, str(checkpoint))
+    # Build on the meta device and adopt the loaded tensors: no time spent on random init.
+    with torch.device("meta"):
+        model = SAM2Model(cfg)
+    model.load_state_dict(sd, strict=True, assign=True)
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point() and t.dtype != torch.float32:
+            t.data = t.data.float()
+    return model.to(dev).eval()

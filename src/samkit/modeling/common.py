@@ -1,0 +1,66 @@
+"""Small building blocks shared by several components: MLP and a channels-first LayerNorm."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with an activation between them.
+
+    Parameter names (``layers.{i}.weight``) match the official checkpoints.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        num_layers: int,
+        activation: type[nn.Module] = nn.ReLU,
+        sigmoid_output: bool = False,
+    ) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.act = activation()
+        self.sigmoid_output = sigmoid_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = self.act(x)
+        return torch.sigmoid(x) if self.sigmoid_output else x
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a (B, C, H, W) tensor."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Written out rather than F.layer_norm on a permuted view: the same arithmetic as the
+        # reference keeps logits equal to the last bits, and it avoids two permute copies.
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def stability_score(mask_logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """IoU between the masks thresholded at ``threshold + offset`` and ``threshold - offset``.
+
+    mask_logits: (..., H, W) -> (...,). Where the looser mask is empty the score is 1.
+    """
+    flat = mask_logits.flatten(-2)
+    inter = (flat > threshold + offset).sum(-1, dtype=torch.int32).float()
+    union = (flat > threshold - offset).sum(-1, dtype=torch.int32).float()
+    return torch.where(union > 0, inter / union, torch.ones_like(inter))
+

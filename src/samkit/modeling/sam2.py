@@ -1,0 +1,115 @@
+"""The SAM 2 network: image encoder, SAM prompt encoder and mask decoder, memory attention, memory
+encoder and the object-pointer parameters. Parameter names equal the official checkpoints' keys.
+
+Inference logic lives elsewhere: the image predictor uses :meth:`SAM2Model.encode_image` and the
+heads; video tracking composes the memory parts as small functions in ``samkit.tracking``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..configs import ModelConfig
+from .common import MLP
+from .image_encoder import BackboneOutput, ImageEncoder
+from .mask_decoder import MaskDecoder
+from .memory_attention import MemoryAttention
+from .memory_encoder import MemoryEncoder
+from .prompt_encoder import PromptEncoder
+from .transformer import TwoWayTransformer
+
+
+class SAM2Model(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, mem = cfg.d_model, cfg.mem_dim
+        self.hidden_dim, self.mem_dim = c, mem
+        self.image_size = cfg.image_size
+
+        self.image_encoder = ImageEncoder(cfg)
+        self.memory_attention = MemoryAttention(c, mem, cfg.mem_attn_layers, cfg.mem_attn_ffn_dim,
+                                                cfg.mem_attn_heads, cfg.rope_theta)
+        self.memory_encoder = MemoryEncoder(
+            c, mem, cfg.mem_fuser_layers, cfg.mem_fuser_kernel_size, cfg.mask_downsampler_kernel,
+            cfg.mask_downsampler_stride, cfg.mask_downsampler_padding, cfg.mask_downsampler_total_stride,
+        )
+        s = cfg.embedding_size
+        self.sam_prompt_encoder = PromptEncoder(c, (s, s), (cfg.image_size, cfg.image_size), cfg.mask_in_chans)
+        self.sam_mask_decoder = MaskDecoder(
+            transformer_dim=c,
+            transformer=TwoWayTransformer(cfg.decoder_depth, c, cfg.decoder_heads, cfg.decoder_mlp_dim),
+            num_multimask_outputs=cfg.num_multimask_outputs,
+            iou_head_hidden_dim=cfg.iou_head_hidden_dim,
+            use_high_res_features=cfg.use_high_res_features_in_sam,
+            iou_prediction_use_sigmoid=cfg.iou_prediction_use_sigmoid,
+            dynamic_multimask_via_stability=cfg.dynamic_multimask_via_stability,
+            dynamic_multimask_stability_delta=cfg.dynamic_multimask_stability_delta,
+            dynamic_multimask_stability_thresh=cfg.dynamic_multimask_stability_thresh,
+            pred_obj_scores=cfg.pred_obj_scores,
+            pred_obj_scores_mlp=cfg.pred_obj_scores_mlp,
+            use_multimask_token_for_obj_ptr=cfg.use_multimask_token_for_obj_ptr,
+        )
+
+        # memory-bank parameters
+        self.maskmem_tpos_enc = nn.Parameter(torch.zeros(cfg.num_maskmem, 1, 1, mem))
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, c))
+        self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, c))
+        if cfg.use_obj_ptrs_in_encoder:
+            # turns a full-resolution mask prompt into a stride-4 logit map for the decoder
+            self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+            self.obj_ptr_proj = MLP(c, c, c, 3) if cfg.use_mlp_for_obj_ptr_proj else nn.Linear(c, c)
+        else:
+            self.obj_ptr_proj = nn.Identity()
+        if cfg.pred_obj_scores and cfg.use_obj_ptrs_in_encoder:
+            self.no_obj_ptr = nn.Parameter(torch.zeros(1, c))
+        if cfg.proj_tpos_enc_in_obj_ptrs:
+            self.obj_ptr_tpos_proj = nn.Linear(c, mem)
+        else:
+            self.obj_ptr_tpos_proj = nn.Identity()
+        self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, mem)) if cfg.no_obj_embed_spatial else None
+        self._init_embeddings()
+
+    def _init_embeddings(self) -> None:
+        for p in (self.maskmem_tpos_enc, self.no_mem_embed, self.no_mem_pos_enc,
+                  getattr(self, "no_obj_ptr", None), self.no_obj_embed_spatial):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    # --- image path ---------------------------------------------------------------------------
+
+    def forward_image(self, images: torch.Tensor) -> BackboneOutput:
+        """Run the image encoder on (B, 3, S, S) normalized images.
+
+        The two high-resolution levels are projected by the decoder's conv_s0/conv_s1 here, once
+        per image, rather than on every click.
+        """
+        out = self.image_encoder(images)
+        if self.cfg.use_high_res_features_in_sam:
+            out.features[0] = self.sam_mask_decoder.conv_s0(out.features[0])
+            out.features[1] = self.sam_mask_decoder.conv_s1(out.features[1])
+        return out
+
+    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Features for single-image segmentation.
+
+        Returns image_embed (B, C, S/16, S/16), with the "no memory" embedding added as in video
+        training, and high_res_feats [(B, C/8, S/4, S/4), (B, C/4, S/8, S/8)].
+        """
+        out = self.forward_image(images)
+        embed = out.features[-1]
+        if self.cfg.directly_add_no_mem_embed:
+            embed = embed + self.no_mem_embed.reshape(1, -1, 1, 1)
+        return embed, out.features[:-1]
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - guidance only
+        raise NotImplementedError("use samkit.ImagePredictor / VideoPredictor / AutomaticMaskGenerator")

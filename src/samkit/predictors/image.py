@@ -1,0 +1,298 @@
+"""ImagePredictor: encode an image once, then predict masks for many prompts.
+
+Same methods and arguments as the reference ``SAM2ImagePredictor``, so switching is one import.
+Inputs are validated up front: every mistake is a ValueError/RuntimeError that says what was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .. import transforms as T
+from ..modeling import SAM2Model
+
+__all__ = ["ImagePredictor"]
+
+_VALID_LABELS = (-1, 0, 1, 2, 3)
+
+
+def _as_float_tensor(value, name: str, device: torch.device) -> torch.Tensor:
+    try:
+        t = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor) else value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be numeric, got {value!r:.80}") from e
+    t = t.to(device=device, dtype=torch.float32)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
+
+
+class ImagePredictor:
+    """Predict masks for one image (``set_image`` + ``predict``) or a batch (``set_image_batch`` +
+    ``predict_batch``).
+
+    Args:
+        sam_model: a :class:`~samkit.modeling.SAM2Model` (see :func:`samkit.load_model`).
+        mask_threshold: logit threshold for binary masks.
+        max_hole_area: fill background regions up to this area (in low-res 256x256 pixels).
+        max_sprinkle_area: remove foreground specks up to this area (low-res pixels).
+    """
+
+    def __init__(self, sam_model: SAM2Model, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
+                 max_sprinkle_area: float = 0.0, **kwargs) -> None:
+        if not isinstance(sam_model, SAM2Model):
+            raise TypeError(f"ImagePredictor needs a samkit SAM2Model (samkit.load_model), got {type(sam_model).__name__}")
+        for name, v in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        if not np.isfinite(mask_threshold):
+            raise ValueError(f"mask_threshold must be finite, got {mask_threshold}")
+        self.model = sam_model
+        self.mask_threshold = float(mask_threshold)
+        self.max_hole_area = float(max_hole_area)
+        self.max_sprinkle_area = float(max_sprinkle_area)
+        self.reset_predictor()
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, **kwargs) -> ImagePredictor:
+        """Load an official variant (downloading it once) and wrap it: ``from_pretrained("facebook/sam2.1-hiera-tiny")``."""
+        from ..checkpoints import load_model
+
+        load_kw = {k: kwargs.pop(k) for k in ("checkpoint", "device") if k in kwargs}
+        return cls(load_model(model_id, **load_kw), **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    # --- embedding ------------------------------------------------------------------------------
+
+    def reset_predictor(self) -> None:
+        """Forget the current image(s) and their embeddings."""
+        self._is_image_set = False
+        self._features: dict | None = None
+        self._orig_hw: list[tuple[int, int]] | None = None
+        self._is_batch = False
+
+    @torch.inference_mode()
+    def _encode(self, images: list[np.ndarray]) -> None:
+        batch = T.preprocess_images(images, self.image_size, self.device).to(self.model.dtype)
+        embed, high_res = self.model.encode_image(batch)
+        self._features = {"image_embed": embed, "high_res_feats": high_res}
+        self._orig_hw = [tuple(im.shape[:2]) for im in images]
+        self._is_image_set = True
+
+    def set_image(self, image) -> None:
+        """Compute the embedding of one image: an HxWx3 uint8 RGB array or a PIL image
+        (grayscale and RGBA are converted)."""
+        self.reset_predictor()
+        self._encode([T.to_rgb_array(image)])
+
+    def set_image_batch(self, image_list: Sequence) -> None:
+        """Compute embeddings of several images in one encoder batch; use :meth:`predict_batch` next."""
+        self.reset_predictor()
+        if isinstance(image_list, np.ndarray) or not isinstance(image_list, Sequence):
+            raise TypeError("set_image_batch expects a list of images (HxWx3 uint8 arrays or PIL images)")
+        if len(image_list) == 0:
+            raise ValueError("set_image_batch got an empty list")
+        images = []
+        for i, im in enumerate(image_list):
+            try:
+                images.append(T.to_rgb_array(im))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"image {i}: {e}") from None
+        self._encode(images)
+        self._is_batch = True
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The (B, C, 64, 64) image embedding of the current image(s)."""
+        if not self._is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) to generate an embedding.")
+        return self._features["image_embed"]
+
+    # --- prompts ------------------------------------------------------------------------------
+
+    def _prep_prompts(self, point_coords, point_labels, box, mask_logits, normalize_coords: bool, img_idx: int = -1):
+        """Validate prompts and move them into the model frame.
+
+        Returns (mask_input (B,1,h,w) | None, coords (B,N,2) | None, labels (B,N) | None, box (B,2,2) | None).
+        """
+        dev = self.device
+        hw = self._orig_hw[img_idx]
+        size = self.image_size
+        coords = labels = boxes = mask_input = None
+        if point_coords is not None and point_labels is None:
+            raise ValueError("point_labels must be supplied if point_coords is supplied.")
+        if point_labels is not None and point_coords is None:
+            raise ValueError("point_coords must be supplied if point_labels is supplied.")
+        if point_coords is not None:
+            pts = _as_float_tensor(point_coords, "point_coords", dev)
+            if pts.ndim not in (2, 3) or pts.shape[-1] != 2:
+                raise ValueError(f"point_coords must have shape (N, 2) or (B, N, 2), got {tuple(pts.shape)}")
+            lab = _as_float_tensor(point_labels, "point_labels", dev)
+            if tuple(lab.shape) != tuple(pts.shape[:-1]):
+                raise ValueError(
+                    f"point_labels shape {tuple(lab.shape)} does not match point_coords shape {tuple(pts.shape)}; "
+                    "expected one label per point"
+                )
+            if (lab != lab.round()).any() or not torch.isin(lab, torch.tensor(_VALID_LABELS, device=dev,
+                                                                                 dtype=lab.dtype)).all():
+                raise ValueError("point_labels must be 1 (foreground) or 0 (background) (or -1, 2, 3)")
+            coords = T.transform_coords(pts, hw, size, normalize_coords)
+            labels = lab.to(torch.int32)
+            if coords.ndim == 2:
+                coords, labels = coords[None], labels[None]
+        if box is not None:
+            b = _as_float_tensor(box, "box", dev)
+            if b.ndim == 1:
+                b = b[None]
+            if b.ndim != 2 or b.shape[-1] != 4:
+                raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1) or an (N, 4) array, got shape {tuple(b.shape)}")
+            boxes = T.transform_boxes(b, hw, size, normalize_coords)
+            if coords is not None and coords.shape[0] != boxes.shape[0]:
+                raise ValueError(f"{boxes.shape[0]} boxes but {coords.shape[0]} point sets; they must match")
+        if mask_logits is not None:
+            m = _as_float_tensor(mask_logits, "mask_input", dev)
+            if m.ndim == 3:
+                m = m[None]
+            want = self.model.sam_prompt_encoder.mask_input_size
+            if m.ndim != 4 or m.shape[1] != 1 or tuple(m.shape[-2:]) != tuple(want):
+                raise ValueError(
+                    f"mask_input must have shape (1, {want[0]}, {want[1]}) or (B, 1, {want[0]}, {want[1]}) "
+                    f"(low-res logits from a previous predict), got {tuple(m.shape)}"
+                )
+            n = coords.shape[0] if coords is not None else (boxes.shape[0] if boxes is not None else 1)
+            if m.shape[0] not in (1, n):
+                raise ValueError(f"{m.shape[0]} mask inputs for {n} prompts")
+            mask_input = m
+        return mask_input, coords, labels, boxes
+
+    # --- prediction ---------------------------------------------------------------------------
+
+    def predict(
+        self,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for prompts on the image given to :meth:`set_image`.
+
+        Args:
+            point_coords: (N, 2) (x, y) pixels, or (B, N, 2) for B objects at once.
+            point_labels: (N,) or (B, N): 1 foreground, 0 background.
+            box: (4,) x0, y0, x1, y1 pixels, or (B, 4).
+            mask_input: (1, 256, 256) low-res logits from a previous call (or (B, 1, 256, 256)).
+            multimask_output: return 3 candidates (best for one ambiguous click) instead of 1.
+            return_logits: return logits instead of boolean masks.
+            normalize_coords: coordinates are pixels of the original image (else already in [0, 1]).
+
+        Returns:
+            masks (M, H, W) bool (or float logits), scores (M,), low-res logits (M, 256, 256);
+            with a leading B axis for batched prompts.
+        """
+        if not self._is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        if self._is_batch:
+            raise RuntimeError("the predictor holds a batch of images (set_image_batch); use predict_batch")
+        mask_input, coords, labels, boxes = self._prep_prompts(point_coords, point_labels, box, mask_input,
+                                                               normalize_coords)
+        masks, ious, low_res = self._predict(coords, labels, boxes, mask_input, multimask_output, return_logits)
+        return self._to_numpy(masks), self._to_numpy(ious), self._to_numpy(low_res)
+
+    def predict_batch(
+        self,
+        point_coords_batch: Sequence | None = None,
+        point_labels_batch: Sequence | None = None,
+        box_batch: Sequence | None = None,
+        mask_input_batch: Sequence | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """:meth:`predict` for each image of :meth:`set_image_batch`; each argument is a list with one
+        entry per image (or None). Returns lists of masks, scores and low-res logits."""
+        if not self._is_image_set:
+            raise RuntimeError("An image must be set with .set_image_batch(...) before mask prediction.")
+        if not self._is_batch:
+            raise RuntimeError("predict_batch needs images set with set_image_batch; use predict after set_image")
+        n = len(self._orig_hw)
+        args = {"point_coords_batch": point_coords_batch, "point_labels_batch": point_labels_batch,
+                "box_batch": box_batch, "mask_input_batch": mask_input_batch}
+        for name, value in args.items():
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} entries for {n} images")
+        out_masks, out_ious, out_low = [], [], []
+        for i in range(n):
+            pick = [None if v is None else v[i] for v in args.values()]
+            mask_input, coords, labels, boxes = self._prep_prompts(pick[0], pick[1], pick[2], pick[3],
+                                                                   normalize_coords, img_idx=i)
+            masks, ious, low_res = self._predict(coords, labels, boxes, mask_input, multimask_output,
+                                                 return_logits, img_idx=i)
+            out_masks.append(self._to_numpy(masks))
+            out_ious.append(self._to_numpy(ious))
+            out_low.append(self._to_numpy(low_res))
+        return out_masks, out_ious, out_low
+
+    @staticmethod
+    def _to_numpy(t: torch.Tensor) -> np.ndarray:
+        t = t.squeeze(0)
+        return t.cpu().numpy() if t.dtype == torch.bool else t.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _predict(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        img_idx: int = -1,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prompts already in the model frame (B, N, 2) / (B, N) / (B, 2, 2) / (B, 1, h, w).
+
+        Returns masks (B, M, H, W), scores (B, M), low-res logits (B, M, h, w) clamped to +-32.
+        """
+        if not self._is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        points = None if point_coords is None else (point_coords, point_labels)
+        if boxes is not None:
+            # boxes go first, as two labelled corner points (labels 2 and 3)
+            corners = boxes.reshape(-1, 2, 2)
+            corner_labels = torch.tensor([[2, 3]], dtype=torch.int32, device=boxes.device).expand(corners.shape[0], 2)
+            if points is None:
+                points = (corners, corner_labels)
+            else:
+                points = (torch.cat([corners, points[0]], dim=1), torch.cat([corner_labels, points[1]], dim=1))
+
+        model = self.model
+        sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
+        batched = points is not None and points[0].shape[0] > 1
+        embed = self._features["image_embed"][img_idx].unsqueeze(0)
+        high_res = [f[img_idx].unsqueeze(0) for f in self._features["high_res_feats"]]
+        low_res, ious, _, _ = model.sam_mask_decoder(
+            image_embeddings=embed,
+            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            repeat_image=batched,
+            high_res_features=high_res,
+        )
+        masks = T.postprocess_masks(low_res, self._orig_hw[img_idx], self.mask_threshold, self.max_hole_area,
+                                    self.max_sprinkle_area)
+        low_res = torch.clamp(low_res.float(), -32.0, 32.0)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, ious.float(), low_res

@@ -1,0 +1,158 @@
+"""The oracle: Meta's reference package `sam2==1.1.0`, made runnable on a CPU-only machine.
+
+- a stand-in for torchvision (tests/oracle/stubs) so its predictors import;
+- a plain connected-components `sam2._C` so its hole filling runs on the CPU (scipy, 8-connectivity);
+- its video predictor's bfloat16 cast of stored memories neutralized for float32 CPU runs;
+- helpers that build the reference model from its own yaml configs, perturb every parameter with a
+  fixed seed and save it as an official `{"model": state_dict}` checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STUBS = Path(__file__).parent / "stubs"
+
+# samkit variant name -> reference yaml config
+REFERENCE_CONFIGS = {
+    "sam2-hiera-tiny": "configs/sam2/sam2_hiera_t.yaml",
+    "sam2-hiera-small": "configs/sam2/sam2_hiera_s.yaml",
+    "sam2-hiera-base-plus": "configs/sam2/sam2_hiera_b+.yaml",
+    "sam2-hiera-large": "configs/sam2/sam2_hiera_l.yaml",
+    "sam2.1-hiera-tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1-hiera-small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1-hiera-base-plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1-hiera-large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+
+
+def available() -> bool:
+    try:
+        import hydra  # noqa: F401
+        import sam2  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _connected_components(mask: torch.Tensor):
+    """(N, 1, H, W) uint8 -> labels, areas (both (N, 1, H, W) int32), 8-connectivity, like sam2's kernel."""
+    from scipy import ndimage
+
+    m = mask.cpu().numpy().astype(bool)
+    labels = np.zeros(m.shape, dtype=np.int32)
+    areas = np.zeros(m.shape, dtype=np.int32)
+    for i in range(m.shape[0]):
+        lab, n = ndimage.label(m[i, 0], structure=np.ones((3, 3), dtype=int))
+        counts = np.bincount(lab.ravel(), minlength=n + 1)
+        counts[0] = 0
+        labels[i, 0] = lab
+        areas[i, 0] = counts[lab]
+    return torch.from_numpy(labels).to(mask.device), torch.from_numpy(areas).to(mask.device)
+
+
+def setup() -> None:
+    """Make `import sam2` and its predictors work here. Idempotent."""
+    if str(STUBS) not in sys.path:
+        sys.path.insert(0, str(STUBS))
+    import sam2
+
+    if "sam2._C" not in sys.modules:
+        mod = types.ModuleType("sam2._C")
+        mod.get_connected_componnets = _connected_components  # (sic) the reference's spelling
+        sys.modules["sam2._C"] = mod
+        sam2._C = mod
+    _neutralize_bf16_memory_cast()
+
+
+def _neutralize_bf16_memory_cast() -> None:
+    """The reference video predictor stores `maskmem_features` as bfloat16 to save GPU memory, which
+    only works under CUDA autocast; for float32 CPU runs we keep them float32."""
+    from sam2 import sam2_video_predictor as vp
+
+    if getattr(vp, "_samkit_neutralized", False):
+        return
+    real_to = torch.Tensor.to
+
+    def _encode_new_memory_f32(self, *args, **kwargs):
+        feats, pos = type(self).__mro__[1]._encode_new_memory(self, *args, **kwargs)
+        return feats, pos
+
+    original = vp.SAM2VideoPredictor._run_memory_encoder
+
+    def _run_memory_encoder(self, *args, **kwargs):
+        # Within this call, turn `.to(torch.bfloat16)` into a no-op.
+        def to(t, *a, **k):
+            if (a and a[0] is torch.bfloat16) or k.get("dtype") is torch.bfloat16:
+                return t
+            return real_to(t, *a, **k)
+
+        torch.Tensor.to = to
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            torch.Tensor.to = real_to
+
+    original_track = vp.SAM2VideoPredictor._run_single_frame_inference
+
+    def _run_single_frame_inference(self, *args, **kwargs):
+        def to(t, *a, **k):
+            if (a and a[0] is torch.bfloat16) or k.get("dtype") is torch.bfloat16:
+                return t
+            return real_to(t, *a, **k)
+
+        torch.Tensor.to = to
+        try:
+            return original_track(self, *args, **kwargs)
+        finally:
+            torch.Tensor.to = real_to
+
+    vp.SAM2VideoPredictor._run_memory_encoder = _run_memory_encoder
+    vp.SAM2VideoPredictor._run_single_frame_inference = _run_single_frame_inference
+    vp._samkit_neutralized = True
+
+
+def build_reference(variant: str, checkpoint: str | os.PathLike | None = None, video: bool = False):
+    """The reference model for a samkit variant name, on the CPU in eval mode."""
+    setup()
+    from sam2.build_sam import build_sam2, build_sam2_video_predictor
+
+    cfg = REFERENCE_CONFIGS[variant]
+    builder = build_sam2_video_predictor if video else build_sam2
+    return builder(cfg, str(checkpoint) if checkpoint else None, device="cpu")
+
+
+def perturbed_state_dict(variant: str, seed: int = 0, scale: float = 0.02) -> dict[str, torch.Tensor]:
+    """The reference model's freshly initialized parameters plus seeded Gaussian noise.
+
+    Noise makes every tensor matter, zero-initialized ones (position embeddings, layer scales) too.
+    """
+    torch.manual_seed(seed)
+    model = build_reference(variant)
+    gen = torch.Generator().manual_seed(seed + 1)
+    sd = model.state_dict()
+    out = {}
+    for k, v in sd.items():
+        if v.is_floating_point():
+            noise = torch.randn(v.shape, generator=gen, dtype=v.dtype) * scale
+            out[k] = (v + noise).contiguous()
+        else:
+            out[k] = v.clone()
+    return out
+
+
+def make_checkpoint(variant: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Save a perturbed reference model as an official `{"model": state_dict}` checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": perturbed_state_dict(variant, seed)}, tmp)
+        os.replace(tmp, path)
+    return path
