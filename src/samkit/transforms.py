@@ -100,6 +100,8 @@ def to_rgb_array(image) -> np.ndarray:
 
 def preprocess_image(image: np.ndarray, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """HxWx3 uint8 -> (3, size, size) float32, resized (bilinear, antialiased) and normalized."""
+    if not image.flags.writeable:  # arrays viewing PIL buffers are read-only; torch wants writable memory
+        image = image.copy()
     x = torch.from_numpy(image).to(device).permute(2, 0, 1).float().div(255)
     x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(-1, 1, 1)

@@ -198,7 +198,7 @@ class ImagePredictor:
             normalize_coords: coordinates are pixels of the original image (else already in [0, 1]).
 
         Returns:
-            masks (M, H, W) bool (or float logits), scores (M,), low-res logits (M, 256, 256);
+            masks (M, H, W) float32 of 0/1 (or logits), scores (M,), low-res logits (M, 256, 256);
             with a leading B axis for batched prompts.
         """
         if not self._is_image_set:
@@ -246,8 +246,8 @@ class ImagePredictor:
 
     @staticmethod
     def _to_numpy(t: torch.Tensor) -> np.ndarray:
-        t = t.squeeze(0)
-        return t.cpu().numpy() if t.dtype == torch.bool else t.float().cpu().numpy()
+        # float32 for masks too (0.0 / 1.0), exactly what the reference returns
+        return t.squeeze(0).float().cpu().numpy()
 
     @torch.inference_mode()
     def _predict(

@@ -1,0 +1,235 @@
+"""The ``samkit`` command line: one entry point, ``samkit <command>``.
+
+Commands: ``segment`` (prompted masks for one image), ``models`` (the variants and what is cached),
+``download`` (fetch official weights). Every command takes ``--model``, ``--checkpoint`` and
+``--device``. Errors print one line to stderr and exit with status 1 (2 for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_MODEL = "sam2.1-hiera-tiny"
+
+
+class CLIError(Exception):
+    """An error to report as one line."""
+
+
+# --- argument parsing helpers ----------------------------------------------------------------
+
+
+def _parse_point(text: str) -> tuple[float, float, int]:
+    """'x,y' (positive) or 'x,y:label' with label 1 (foreground) or 0 (background)."""
+    coords, _, label = text.partition(":")
+    parts = coords.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        x, y = (float(p) for p in parts)
+        lab = int(label) if label else 1
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"point must look like X,Y or X,Y:LABEL (e.g. 500,375:1), got {text!r}") from None
+    if lab not in (0, 1):
+        raise argparse.ArgumentTypeError(f"point label must be 1 (foreground) or 0 (background), got {lab}")
+    if not (abs(x) < float("inf") and abs(y) < float("inf")):
+        raise argparse.ArgumentTypeError(f"point coordinates must be finite, got {text!r}")
+    return x, y, lab
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    parts = text.split(",")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        box = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"box must be 4 numbers X0,Y0,X1,Y1, got {text!r}") from None
+    if not all(abs(v) < float("inf") for v in box):
+        raise argparse.ArgumentTypeError(f"box coordinates must be finite, got {text!r}")
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise argparse.ArgumentTypeError(f"box must have X1 > X0 and Y1 > Y0, got {text!r}")
+    return box  # type: ignore[return-value]
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"variant name or Hugging Face id, e.g. sam2.1-hiera-large (default: {DEFAULT_MODEL})")
+    p.add_argument("--checkpoint", default=None, help="official .pt checkpoint to load instead of downloading")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samkit",
+        description="Segment anything in images and video, fast (SAM 2 / SAM 2.1 in pure PyTorch).",
+    )
+    parser.add_argument("--version", action="version", version=f"samkit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+
+    seg = sub.add_parser(
+        "segment", help="segment one image from point/box prompts",
+        description="Predict a mask for one image from point and box prompts and write it as PNG.",
+        epilog="example: samkit segment photo.jpg --point 500,375 --point 300,200:0 --box 10,10,400,400 "
+               "--out mask.png --overlay overlay.png",
+    )
+    seg.add_argument("image", help="image file (JPEG, PNG, ...)")
+    seg.add_argument("--point", action="append", type=_parse_point, default=[], metavar="X,Y[:LABEL]",
+                     help="a click in pixels; LABEL 1 = object (default), 0 = background. Repeatable")
+    seg.add_argument("--box", type=_parse_box, default=None, metavar="X0,Y0,X1,Y1", help="a box around the object")
+    seg.add_argument("--out", default=None, help="mask PNG to write (with --multimask: NAME_0.png, NAME_1.png, ...)")
+    seg.add_argument("--overlay", default=None, help="PNG of the image with the mask(s) and prompts drawn")
+    seg.add_argument("--multimask", action="store_true", help="write all three candidate masks")
+    seg.add_argument("--json", action="store_true", help="print scores, areas and boxes (COCO x,y,w,h) as JSON")
+    seg.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (default 0)")
+    seg.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
+    seg.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
+    _add_model_args(seg)
+
+    models = sub.add_parser("models", help="list the model variants and which are downloaded",
+                            description="List the official variants, their parameters and whether weights are cached.")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_model_args(models)
+
+    dl = sub.add_parser("download", help="download official weights into the Hugging Face cache",
+                        description="Fetch the official checkpoint of a variant (once) and print its path.")
+    dl.add_argument("name", nargs="?", default=None, help="variant to fetch (default: --model)")
+    dl.add_argument("--force", action="store_true", help="download again even if cached")
+    _add_model_args(dl)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .checkpoints import load_model
+    from .predictors import ImagePredictor
+    from .transforms import load_image
+    from .visualize import mask_stats, mask_to_png, overlay_masks
+
+    if not args.point and args.box is None:
+        raise CLIError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
+    if not (args.out or args.overlay or args.json):
+        raise CLIError("nothing to write: pass --out, --overlay and/or --json")
+    image = load_image(args.image)
+    h, w = image.shape[:2]
+    for x, y, _ in args.point:
+        if not (0 <= x < w and 0 <= y < h):
+            raise CLIError(f"point {x:g},{y:g} lies outside the {w}x{h} image")
+
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    predictor = ImagePredictor(model, mask_threshold=args.threshold, max_hole_area=args.max_hole_area,
+                               max_sprinkle_area=args.max_sprinkle_area)
+    predictor.set_image(image)
+    points = [[x, y] for x, y, _ in args.point] or None
+    labels = [lab for _, _, lab in args.point] or None
+    # One click is ambiguous: ask for 3 candidates and keep the best, as SAM's authors advise.
+    multimask = args.multimask or (len(args.point) == 1 and args.box is None)
+    masks, scores, _ = predictor.predict(point_coords=points, point_labels=labels, box=args.box,
+                                         multimask_output=multimask)
+    order = [int(i) for i in np.argsort(-scores, kind="stable")]
+    keep = order if args.multimask else order[:1]
+
+    written = []
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if args.multimask:
+            for rank, i in enumerate(keep):
+                path = out.with_name(f"{out.stem}_{rank}{out.suffix or '.png'}")
+                mask_to_png(masks[i]).save(path)
+                written.append(str(path))
+        else:
+            mask_to_png(masks[keep[0]]).save(out)
+            written.append(str(out))
+    if args.overlay:
+        ov = Path(args.overlay)
+        ov.parent.mkdir(parents=True, exist_ok=True)
+        overlay_masks(image, [masks[i] for i in keep], points=points, labels=labels,
+                      boxes=[args.box] if args.box else None).save(ov)
+        written.append(str(ov))
+    if args.json:
+        result = {
+            "image": str(args.image), "width": w, "height": h, "model": model.cfg.name,
+            "masks": [{"rank": r, "score": float(scores[i]), **mask_stats(masks[i])} for r, i in enumerate(keep)],
+            "files": written,
+        }
+        print(json.dumps(result, indent=2))
+    else:
+        best = keep[0]
+        print(f"mask score {scores[best]:.3f}, area {int(masks[best].sum())} px" +
+              (f"; wrote {', '.join(written)}" if written else ""))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoints import cached_checkpoint
+    from .configs import VARIANTS, variant_names
+    from .modeling import SAM2Model
+
+    rows = []
+    for name in variant_names():
+        cfg = VARIANTS[name]
+        with torch.device("meta"):
+            n = sum(p.numel() for p in SAM2Model(cfg).parameters())
+        cached = cached_checkpoint(name)
+        rows.append({"name": name, "hf_repo": cfg.hf_repo, "checkpoint": cfg.checkpoint_filename,
+                     "params_m": round(n / 1e6, 1), "cached": str(cached) if cached else None})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<24}{'params':>9}  {'hugging face repo':<32}cached")
+    for r in rows:
+        print(f"{r['name']:<24}{r['params_m']:>8}M  {r['hf_repo']:<32}{r['cached'] or 'no'}")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .checkpoints import download_checkpoint
+
+    path = download_checkpoint(args.name or args.model, force=args.force)
+    print(path)
+    return 0
+
+
+COMMANDS = {"segment": _cmd_segment, "models": _cmd_models, "download": _cmd_download}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (tests call this in-process)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .checkpoints import CheckpointError, DownloadError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (CLIError, CheckpointError, DownloadError, ValueError, TypeError, FileNotFoundError, OSError) as e:
+        # one line, whatever the exception carried: multi-line messages are joined
+        msg = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip()) or type(e).__name__
+        print(f"samkit {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"samkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
