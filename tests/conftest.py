@@ -48,8 +48,10 @@ def random_tiny_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     model = build_model("test-tiny")
     g = torch.Generator().manual_seed(seed + 1)
-    return {k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-            for k, v in model.state_dict().items()}
+    return {
+        k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+        for k, v in model.state_dict().items()
+    }
 
 
 @pytest.fixture(scope="session")

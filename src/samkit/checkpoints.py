@@ -47,7 +47,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        raise ValueError(
+            f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError(f"device {device!r} requested but MPS is not available on this machine")
     return dev
@@ -66,7 +68,7 @@ def filter_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     """The one place where key names are adapted: strips the ``module.`` prefix that
     DistributedDataParallel training adds. Official checkpoints pass through unchanged."""
     if sd and all(k.startswith("module.") for k in sd):
-        return {k[len("module."):]: v for k, v in sd.items()}
+        return {k[len("module.") :]: v for k, v in sd.items()}
     return dict(sd)
 
 
@@ -109,13 +111,23 @@ def _check_keys(cfg: ModelConfig, sd: Mapping[str, torch.Tensor], source: str) -
     expected = _expected_shapes(cfg)
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k} {tuple(sd[k].shape)} != {expected[k]}" for k in expected if k in sd and tuple(sd[k].shape) != expected[k]]
+    wrong = [
+        f"{k} {tuple(sd[k].shape)} != {expected[k]}"
+        for k in expected
+        if k in sd and tuple(sd[k].shape) != expected[k]
+    ]
     if not (missing or unexpected or wrong):
         return
     guess = _guess_variant(sd)
-    lines = [f"checkpoint {source} does not match model {cfg.name!r}"
-             + (f": it looks like a {guess!r} checkpoint" if guess else "")]
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)):
+    lines = [
+        f"checkpoint {source} does not match model {cfg.name!r}"
+        + (f": it looks like a {guess!r} checkpoint" if guess else "")
+    ]
+    for label, keys in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", wrong),
+    ):
         if keys:
             more = f" ... and {len(keys) - 5} more" if len(keys) > 5 else ""
             lines.append(f"  {label} ({len(keys)}): {', '.join(keys[:5])}{more}")
@@ -152,7 +164,9 @@ def download_checkpoint(name: str, force: bool = False) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo_id=cfg.hf_repo, filename=cfg.checkpoint_filename, force_download=force))
+        return Path(
+            hf_hub_download(repo_id=cfg.hf_repo, filename=cfg.checkpoint_filename, force_download=force)
+        )
     except Exception as e:  # network errors, offline mode, missing repo: one actionable message
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DownloadError(

@@ -33,7 +33,9 @@ def _parse_point(text: str) -> tuple[float, float, int]:
         x, y = (float(p) for p in parts)
         lab = int(label) if label else 1
     except ValueError:
-        raise argparse.ArgumentTypeError(f"point must look like X,Y or X,Y:LABEL (e.g. 500,375:1), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"point must look like X,Y or X,Y:LABEL (e.g. 500,375:1), got {text!r}"
+        ) from None
     if lab not in (0, 1):
         raise argparse.ArgumentTypeError(f"point label must be 1 (foreground) or 0 (background), got {lab}")
     if not (abs(x) < float("inf") and abs(y) < float("inf")):
@@ -57,10 +59,17 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"variant name or Hugging Face id, e.g. sam2.1-hiera-large (default: {DEFAULT_MODEL})")
-    p.add_argument("--checkpoint", default=None, help="official .pt checkpoint to load instead of downloading")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"variant name or Hugging Face id, e.g. sam2.1-hiera-large (default: {DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="official .pt checkpoint to load instead of downloading"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,31 +81,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="<command>")
 
     seg = sub.add_parser(
-        "segment", help="segment one image from point/box prompts",
+        "segment",
+        help="segment one image from point/box prompts",
         description="Predict a mask for one image from point and box prompts and write it as PNG.",
         epilog="example: samkit segment photo.jpg --point 500,375 --point 300,200:0 --box 10,10,400,400 "
-               "--out mask.png --overlay overlay.png",
+        "--out mask.png --overlay overlay.png",
     )
     seg.add_argument("image", help="image file (JPEG, PNG, ...)")
-    seg.add_argument("--point", action="append", type=_parse_point, default=[], metavar="X,Y[:LABEL]",
-                     help="a click in pixels; LABEL 1 = object (default), 0 = background. Repeatable")
-    seg.add_argument("--box", type=_parse_box, default=None, metavar="X0,Y0,X1,Y1", help="a box around the object")
-    seg.add_argument("--out", default=None, help="mask PNG to write (with --multimask: NAME_0.png, NAME_1.png, ...)")
+    seg.add_argument(
+        "--point",
+        action="append",
+        type=_parse_point,
+        default=[],
+        metavar="X,Y[:LABEL]",
+        help="a click in pixels; LABEL 1 = object (default), 0 = background. Repeatable",
+    )
+    seg.add_argument(
+        "--box", type=_parse_box, default=None, metavar="X0,Y0,X1,Y1", help="a box around the object"
+    )
+    seg.add_argument(
+        "--out", default=None, help="mask PNG to write (with --multimask: NAME_0.png, NAME_1.png, ...)"
+    )
     seg.add_argument("--overlay", default=None, help="PNG of the image with the mask(s) and prompts drawn")
     seg.add_argument("--multimask", action="store_true", help="write all three candidate masks")
-    seg.add_argument("--json", action="store_true", help="print scores, areas and boxes (COCO x,y,w,h) as JSON")
+    seg.add_argument(
+        "--json", action="store_true", help="print scores, areas and boxes (COCO x,y,w,h) as JSON"
+    )
     seg.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (default 0)")
     seg.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
-    seg.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
+    seg.add_argument(
+        "--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area"
+    )
     _add_model_args(seg)
 
-    models = sub.add_parser("models", help="list the model variants and which are downloaded",
-                            description="List the official variants, their parameters and whether weights are cached.")
+    models = sub.add_parser(
+        "models",
+        help="list the model variants and which are downloaded",
+        description="List the official variants, their parameters and whether weights are cached.",
+    )
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_model_args(models)
 
-    dl = sub.add_parser("download", help="download official weights into the Hugging Face cache",
-                        description="Fetch the official checkpoint of a variant (once) and print its path.")
+    dl = sub.add_parser(
+        "download",
+        help="download official weights into the Hugging Face cache",
+        description="Fetch the official checkpoint of a variant (once) and print its path.",
+    )
     dl.add_argument("name", nargs="?", default=None, help="variant to fetch (default: --model)")
     dl.add_argument("--force", action="store_true", help="download again even if cached")
     _add_model_args(dl)
@@ -131,15 +161,20 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             raise CLIError(f"point {x:g},{y:g} lies outside the {w}x{h} image")
 
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
-    predictor = ImagePredictor(model, mask_threshold=args.threshold, max_hole_area=args.max_hole_area,
-                               max_sprinkle_area=args.max_sprinkle_area)
+    predictor = ImagePredictor(
+        model,
+        mask_threshold=args.threshold,
+        max_hole_area=args.max_hole_area,
+        max_sprinkle_area=args.max_sprinkle_area,
+    )
     predictor.set_image(image)
     points = [[x, y] for x, y, _ in args.point] or None
     labels = [lab for _, _, lab in args.point] or None
     # One click is ambiguous: ask for 3 candidates and keep the best, as SAM's authors advise.
     multimask = args.multimask or (len(args.point) == 1 and args.box is None)
-    masks, scores, _ = predictor.predict(point_coords=points, point_labels=labels, box=args.box,
-                                         multimask_output=multimask)
+    masks, scores, _ = predictor.predict(
+        point_coords=points, point_labels=labels, box=args.box, multimask_output=multimask
+    )
     order = [int(i) for i in np.argsort(-scores, kind="stable")]
     keep = order if args.multimask else order[:1]
 
@@ -158,20 +193,32 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if args.overlay:
         ov = Path(args.overlay)
         ov.parent.mkdir(parents=True, exist_ok=True)
-        overlay_masks(image, [masks[i] for i in keep], points=points, labels=labels,
-                      boxes=[args.box] if args.box else None).save(ov)
+        overlay_masks(
+            image,
+            [masks[i] for i in keep],
+            points=points,
+            labels=labels,
+            boxes=[args.box] if args.box else None,
+        ).save(ov)
         written.append(str(ov))
     if args.json:
         result = {
-            "image": str(args.image), "width": w, "height": h, "model": model.cfg.name,
-            "masks": [{"rank": r, "score": float(scores[i]), **mask_stats(masks[i])} for r, i in enumerate(keep)],
+            "image": str(args.image),
+            "width": w,
+            "height": h,
+            "model": model.cfg.name,
+            "masks": [
+                {"rank": r, "score": float(scores[i]), **mask_stats(masks[i])} for r, i in enumerate(keep)
+            ],
             "files": written,
         }
         print(json.dumps(result, indent=2))
     else:
         best = keep[0]
-        print(f"mask score {scores[best]:.3f}, area {int(masks[best].sum())} px" +
-              (f"; wrote {', '.join(written)}" if written else ""))
+        print(
+            f"mask score {scores[best]:.3f}, area {int(masks[best].sum())} px"
+            + (f"; wrote {', '.join(written)}" if written else "")
+        )
     return 0
 
 
@@ -188,8 +235,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
         with torch.device("meta"):
             n = sum(p.numel() for p in SAM2Model(cfg).parameters())
         cached = cached_checkpoint(name)
-        rows.append({"name": name, "hf_repo": cfg.hf_repo, "checkpoint": cfg.checkpoint_filename,
-                     "params_m": round(n / 1e6, 1), "cached": str(cached) if cached else None})
+        rows.append(
+            {
+                "name": name,
+                "hf_repo": cfg.hf_repo,
+                "checkpoint": cfg.checkpoint_filename,
+                "params_m": round(n / 1e6, 1),
+                "cached": str(cached) if cached else None,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -223,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (CLIError, CheckpointError, DownloadError, ValueError, TypeError, FileNotFoundError, OSError) as e:
         # one line, whatever the exception carried: multi-line messages are joined
-        msg = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip()) or type(e).__name__
+        msg = (
+            " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip()) or type(e).__name__
+        )
         print(f"samkit {args.command}: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -127,7 +127,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.image_size % (self.backbone_stride * 2) != 0:
-            raise ValueError(f"image_size must be a multiple of {self.backbone_stride * 2}, got {self.image_size}")
+            raise ValueError(
+                f"image_size must be a multiple of {self.backbone_stride * 2}, got {self.image_size}"
+            )
         if self.hiera.channel_list != tuple(self.hiera.channel_list):  # pragma: no cover - sanity
             raise ValueError("bad channel list")
 
@@ -146,10 +148,20 @@ SAM21_BASE = replace(
 _TRUNKS = {
     "tiny": HieraConfig(),
     "small": HieraConfig(stages=(1, 2, 11, 2), global_att_blocks=(7, 10, 13)),
-    "base-plus": HieraConfig(embed_dim=112, num_heads=2, stages=(2, 3, 16, 3),
-                             global_att_blocks=(12, 16, 20), window_pos_embed_bkg_spatial_size=(14, 14)),
-    "large": HieraConfig(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
-                         window_spec=(8, 4, 16, 8)),
+    "base-plus": HieraConfig(
+        embed_dim=112,
+        num_heads=2,
+        stages=(2, 3, 16, 3),
+        global_att_blocks=(12, 16, 20),
+        window_pos_embed_bkg_spatial_size=(14, 14),
+    ),
+    "large": HieraConfig(
+        embed_dim=144,
+        num_heads=2,
+        stages=(2, 6, 36, 4),
+        global_att_blocks=(23, 33, 43),
+        window_spec=(8, 4, 16, 8),
+    ),
 }
 
 
@@ -157,7 +169,9 @@ def _variant(family: str, size: str) -> ModelConfig:
     base = SAM2_BASE if family == "sam2" else SAM21_BASE
     name = f"{family}-hiera-{size}"
     filename = f"{family}_hiera_{size.replace('-', '_')}.pt"
-    return replace(base, name=name, hiera=_TRUNKS[size], hf_repo=f"facebook/{name}", checkpoint_filename=filename)
+    return replace(
+        base, name=name, hiera=_TRUNKS[size], hf_repo=f"facebook/{name}", checkpoint_filename=filename
+    )
 
 
 VARIANTS: dict[str, ModelConfig] = {
@@ -168,8 +182,14 @@ VARIANTS: dict[str, ModelConfig] = {
 VARIANTS["test-tiny"] = replace(
     SAM21_BASE,
     name="test-tiny",
-    hiera=HieraConfig(embed_dim=8, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(2,),
-                      window_spec=(4, 4, 4, 2), window_pos_embed_bkg_spatial_size=(4, 4)),
+    hiera=HieraConfig(
+        embed_dim=8,
+        num_heads=1,
+        stages=(1, 1, 2, 1),
+        global_att_blocks=(2,),
+        window_spec=(4, 4, 4, 2),
+        window_pos_embed_bkg_spatial_size=(4, 4),
+    ),
     image_size=128,
     d_model=32,
     decoder_heads=4,
@@ -195,7 +215,9 @@ def resolve_name(name: str) -> str:
     reference's yaml names (``t``, ``s``, ``b+``, ``l``).
     """
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+        raise ValueError(
+            f"model name must be a non-empty string, got {name!r}; valid names: {', '.join(VARIANTS)}"
+        )
     key = name.strip().lower()
     key = key.split("/")[-1]
     key = re.sub(r"\.(pt|pth|yaml)$", "", key)

@@ -71,8 +71,10 @@ def to_rgb_array(image) -> np.ndarray:
     elif isinstance(image, np.ndarray):
         arr = image
     elif isinstance(image, torch.Tensor):
-        raise TypeError("expected an HxWx3 uint8 numpy array or PIL image, got a torch.Tensor; "
-                        "use tensor.permute(1, 2, 0).cpu().numpy() for a CHW tensor")
+        raise TypeError(
+            "expected an HxWx3 uint8 numpy array or PIL image, got a torch.Tensor; "
+            "use tensor.permute(1, 2, 0).cpu().numpy() for a CHW tensor"
+        )
     else:
         raise TypeError(f"expected an HxWx3 uint8 numpy array or PIL image, got {type(image).__name__}")
 
@@ -109,7 +111,9 @@ def preprocess_image(image: np.ndarray, size: int, device: torch.device | str = 
     return (x - mean) / std
 
 
-def preprocess_images(images: Sequence[np.ndarray], size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def preprocess_images(
+    images: Sequence[np.ndarray], size: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """A list of HxWx3 uint8 arrays (sizes may differ) -> (B, 3, size, size)."""
     return torch.stack([preprocess_image(im, size, device) for im in images])
 
@@ -117,7 +121,9 @@ def preprocess_images(images: Sequence[np.ndarray], size: int, device: torch.dev
 # --- prompts ---------------------------------------------------------------------------------
 
 
-def transform_coords(coords: torch.Tensor, orig_hw: tuple[int, int], size: int, normalize: bool = True) -> torch.Tensor:
+def transform_coords(
+    coords: torch.Tensor, orig_hw: tuple[int, int], size: int, normalize: bool = True
+) -> torch.Tensor:
     """(..., 2) (x, y) coordinates -> the model's size x size frame.
 
     With ``normalize`` the input is in pixels of the original (H, W) image; otherwise it is
@@ -129,7 +135,9 @@ def transform_coords(coords: torch.Tensor, orig_hw: tuple[int, int], size: int, 
     return coords * size
 
 
-def transform_boxes(boxes: torch.Tensor, orig_hw: tuple[int, int], size: int, normalize: bool = True) -> torch.Tensor:
+def transform_boxes(
+    boxes: torch.Tensor, orig_hw: tuple[int, int], size: int, normalize: bool = True
+) -> torch.Tensor:
     """(B, 4) or (4,) x0, y0, x1, y1 boxes -> (B, 2, 2) corners in the model frame."""
     return transform_coords(boxes.reshape(-1, 2, 2), orig_hw, size, normalize)
 
@@ -175,8 +183,9 @@ def small_regions(logits: torch.Tensor, max_area: float, threshold: float, foreg
     return torch.from_numpy((areas > 0) & (areas <= max_area)).to(logits.device)
 
 
-def fill_small_regions(logits: torch.Tensor, max_area: float, threshold: float, foreground: bool,
-                       value: float) -> torch.Tensor:
+def fill_small_regions(
+    logits: torch.Tensor, max_area: float, threshold: float, foreground: bool, value: float
+) -> torch.Tensor:
     """Overwrite the :func:`small_regions` of ``logits`` with ``value`` (no-op for max_area <= 0)."""
     if max_area <= 0:
         return logits
@@ -199,7 +208,9 @@ def postprocess_masks(
     """
     masks = low_res.float()
     holes = small_regions(masks, max_hole_area, mask_threshold, False) if max_hole_area > 0 else None
-    sprinkles = small_regions(masks, max_sprinkle_area, mask_threshold, True) if max_sprinkle_area > 0 else None
+    sprinkles = (
+        small_regions(masks, max_sprinkle_area, mask_threshold, True) if max_sprinkle_area > 0 else None
+    )
     if holes is not None:
         masks = torch.where(holes, torch.as_tensor(mask_threshold + 10.0), masks)
     if sprinkles is not None:

@@ -30,11 +30,14 @@ def prompts_for(h: int, w: int) -> dict[str, dict]:
     box = [w * 0.1, h * 0.15, w * 0.8, h * 0.85]
     return {
         "point": dict(point_coords=[[cx, cy]], point_labels=[1]),
-        "negative_points": dict(point_coords=[[cx, cy], [w * 0.2, h * 0.3], [w * 0.7, h * 0.2]],
-                                point_labels=[1, 0, 0]),
+        "negative_points": dict(
+            point_coords=[[cx, cy], [w * 0.2, h * 0.3], [w * 0.7, h * 0.2]], point_labels=[1, 0, 0]
+        ),
         "box": dict(box=box),
         "box_and_points": dict(box=box, point_coords=[[cx, cy], [w * 0.15, h * 0.2]], point_labels=[1, 0]),
-        "single_mask": dict(point_coords=[[cx, cy], [w * 0.6, h * 0.6]], point_labels=[1, 1], multimask_output=False),
+        "single_mask": dict(
+            point_coords=[[cx, cy], [w * 0.6, h * 0.6]], point_labels=[1, 1], multimask_output=False
+        ),
         "batched_boxes": dict(box=[box, [w * 0.3, h * 0.3, w * 0.6, h * 0.9]], multimask_output=False),
         "normalized_coords": dict(point_coords=[[0.45, 0.5]], point_labels=[1], normalize_coords=False),
     }
@@ -51,12 +54,16 @@ def assert_logits_close(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
     assert err <= 1e-4 * scale, f"{what}: max abs diff {err:.3g} > 1e-4 x {scale:.3g}"
 
 
-def assert_masks_match(ours: np.ndarray, ref: np.ndarray, ref_logits: np.ndarray, threshold: float = 0.0) -> None:
+def assert_masks_match(
+    ours: np.ndarray, ref: np.ndarray, ref_logits: np.ndarray, threshold: float = 0.0
+) -> None:
     assert ours.shape == ref.shape and ours.dtype == ref.dtype == np.float32
     assert set(np.unique(ours)) <= {0.0, 1.0}
     differ = ours != ref
     near = np.abs(ref_logits - threshold) <= 1e-4
-    assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} mask pixels differ away from the threshold"
+    assert not (differ & ~near).any(), (
+        f"{int((differ & ~near).sum())} mask pixels differ away from the threshold"
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -137,8 +144,12 @@ def test_mask_input_refinement_matches(encoded, image_name, request):
     first = dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1])
     _, r_scores, r_low = ref.predict(**first)
     best = int(np.argmax(r_scores))
-    refine = dict(point_coords=[[w * 0.45, h * 0.5], [w * 0.2, h * 0.8]], point_labels=[1, 0],
-                  mask_input=r_low[best][None], multimask_output=False)
+    refine = dict(
+        point_coords=[[w * 0.45, h * 0.5], [w * 0.2, h * 0.8]],
+        point_labels=[1, 0],
+        mask_input=r_low[best][None],
+        multimask_output=False,
+    )
     r = ref.predict(**refine, return_logits=True)
     o = ours.predict(**refine, return_logits=True)
     for a, b, what in zip(o, r, ("logits", "scores", "low-res logits")):

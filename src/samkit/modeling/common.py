@@ -63,4 +63,3 @@ def stability_score(mask_logits: torch.Tensor, threshold: float, offset: float) 
     inter = (flat > threshold + offset).sum(-1, dtype=torch.int32).float()
     union = (flat > threshold - offset).sum(-1, dtype=torch.int32).float()
     return torch.where(union > 0, inter / union, torch.ones_like(inter))
-

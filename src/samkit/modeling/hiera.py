@@ -157,7 +157,10 @@ class Hiera(nn.Module):
                 stage += 1
             self.blocks.append(
                 MultiScaleBlock(
-                    dim, dim_out, heads, cfg.mlp_ratio,
+                    dim,
+                    dim_out,
+                    heads,
+                    cfg.mlp_ratio,
                     q_stride=tuple(cfg.q_stride) if i in q_pool_blocks else None,
                     window_size=window,
                 )

@@ -39,8 +39,13 @@ class _Lateral(nn.Module):
 class FpnNeck(nn.Module):
     """Feature pyramid without output convs; top-down fusion only on ``fpn_top_down_levels``."""
 
-    def __init__(self, d_model: int, backbone_channel_list: list[int], top_down_levels: tuple[int, ...],
-                 interp_mode: str = "nearest") -> None:
+    def __init__(
+        self,
+        d_model: int,
+        backbone_channel_list: list[int],
+        top_down_levels: tuple[int, ...],
+        interp_mode: str = "nearest",
+    ) -> None:
         super().__init__()
         self.d_model = d_model
         self.backbone_channel_list = list(backbone_channel_list)
@@ -58,7 +63,9 @@ class FpnNeck(nn.Module):
             lateral = self.convs[n - i](xs[i])
             if i in self.top_down_levels and prev is not None:
                 up = F.interpolate(
-                    prev.float(), scale_factor=2.0, mode=self.interp_mode,
+                    prev.float(),
+                    scale_factor=2.0,
+                    mode=self.interp_mode,
                     align_corners=None if self.interp_mode == "nearest" else False,
                 )
                 prev = lateral + up
@@ -74,9 +81,13 @@ class ImageEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.trunk = Hiera(cfg.hiera)
-        self.neck = FpnNeck(cfg.d_model, list(cfg.hiera.channel_list), cfg.fpn_top_down_levels, cfg.fpn_interp_model)
+        self.neck = FpnNeck(
+            cfg.d_model, list(cfg.hiera.channel_list), cfg.fpn_top_down_levels, cfg.fpn_interp_model
+        )
         if self.trunk.channel_list != self.neck.backbone_channel_list:
-            raise ValueError(f"trunk channels {self.trunk.channel_list} != neck {self.neck.backbone_channel_list}")
+            raise ValueError(
+                f"trunk channels {self.trunk.channel_list} != neck {self.neck.backbone_channel_list}"
+            )
         self.scalp = cfg.scalp
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:

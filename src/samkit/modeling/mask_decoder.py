@@ -49,9 +49,16 @@ class MaskDecoder(nn.Module):
         if use_high_res_features:
             self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
             self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
-        self.output_hypernetworks_mlps = nn.ModuleList(MLP(c, c, c // 8, 3) for _ in range(self.num_mask_tokens))
-        self.iou_prediction_head = MLP(c, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth,
-                                       sigmoid_output=iou_prediction_use_sigmoid)
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(c, c, c // 8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(
+            c,
+            iou_head_hidden_dim,
+            self.num_mask_tokens,
+            iou_head_depth,
+            sigmoid_output=iou_prediction_use_sigmoid,
+        )
         if pred_obj_scores:
             self.pred_obj_score_head = MLP(c, c, 1, 3) if pred_obj_scores_mlp else nn.Linear(c, 1)
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
@@ -77,7 +84,11 @@ class MaskDecoder(nn.Module):
         pointer, object_score_logits (B, 1); M = 3 with ``multimask_output`` else 1.
         """
         masks, iou_pred, mask_tokens_out, obj_logits = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, repeat_image,
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            repeat_image,
             high_res_features,
         )
         if multimask_output:
@@ -147,8 +158,9 @@ class MaskDecoder(nn.Module):
             obj_logits = 10.0 * iou_pred.new_ones(iou_pred.shape[0], 1)  # "object present"
         return masks, iou_pred, mask_tokens_out, obj_logits
 
-    def _dynamic_multimask_via_stability(self, all_masks: torch.Tensor, all_ious: torch.Tensor
-                                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _dynamic_multimask_via_stability(
+        self, all_masks: torch.Tensor, all_ious: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Single-mask output, but fall back to the best multimask candidate when token 0's mask is
         unstable (stability below the threshold)."""
         multi_masks, multi_ious = all_masks[:, 1:], all_ious[:, 1:]
@@ -157,8 +169,10 @@ class MaskDecoder(nn.Module):
         best_masks = multi_masks[rows, best].unsqueeze(1)
         best_ious = multi_ious[rows, best].unsqueeze(1)
         single_masks, single_ious = all_masks[:, 0:1], all_ious[:, 0:1]
-        stable = stability_score(single_masks, 0.0, self.dynamic_multimask_stability_delta) >= \
-            self.dynamic_multimask_stability_thresh
+        stable = (
+            stability_score(single_masks, 0.0, self.dynamic_multimask_stability_delta)
+            >= self.dynamic_multimask_stability_thresh
+        )
         masks = torch.where(stable[..., None, None], single_masks, best_masks)
         ious = torch.where(stable, single_ious, best_ious)
         return masks, ious

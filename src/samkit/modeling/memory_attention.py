@@ -13,19 +13,23 @@ from .transformer import RoPEAttention
 class MemoryAttentionLayer(nn.Module):
     """Pre-norm layer: RoPE self-attention, RoPE cross-attention to memory, ReLU MLP."""
 
-    def __init__(self, d_model: int, kv_dim: int, dim_feedforward: int, num_heads: int, rope_theta: float) -> None:
+    def __init__(
+        self, d_model: int, kv_dim: int, dim_feedforward: int, num_heads: int, rope_theta: float
+    ) -> None:
         super().__init__()
         self.self_attn = RoPEAttention(d_model, num_heads, rope_theta=rope_theta)
-        self.cross_attn_image = RoPEAttention(d_model, num_heads, rope_theta=rope_theta, rope_k_repeat=True,
-                                              kv_in_dim=kv_dim)
+        self.cross_attn_image = RoPEAttention(
+            d_model, num_heads, rope_theta=rope_theta, rope_k_repeat=True, kv_in_dim=kv_dim
+        )
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
-                num_k_exclude_rope: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor, num_k_exclude_rope: int = 0
+    ) -> torch.Tensor:
         h = self.norm1(x)
         x = x + self.self_attn(h, h, h)
         h = self.norm2(x)
@@ -42,16 +46,30 @@ class MemoryAttention(nn.Module):
     ``num_obj_ptr_tokens`` entries are object-pointer tokens. Returns (B, HW, C).
     """
 
-    def __init__(self, d_model: int, kv_dim: int, num_layers: int, dim_feedforward: int, num_heads: int,
-                 rope_theta: float) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        kv_dim: int,
+        num_layers: int,
+        dim_feedforward: int,
+        num_heads: int,
+        rope_theta: float,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            MemoryAttentionLayer(d_model, kv_dim, dim_feedforward, num_heads, rope_theta) for _ in range(num_layers)
+            MemoryAttentionLayer(d_model, kv_dim, dim_feedforward, num_heads, rope_theta)
+            for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, curr: torch.Tensor, curr_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
-                num_obj_ptr_tokens: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        curr: torch.Tensor,
+        curr_pos: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        num_obj_ptr_tokens: int = 0,
+    ) -> torch.Tensor:
         x = curr + 0.1 * curr_pos
         for layer in self.layers:
             x = layer(x, memory, memory_pos, num_k_exclude_rope=num_obj_ptr_tokens)

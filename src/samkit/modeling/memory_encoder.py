@@ -15,8 +15,9 @@ from .position_encoding import PositionEmbeddingSine
 class MaskDownSampler(nn.Module):
     """(B, 1, S, S) mask -> (B, embed_dim, S/16, S/16) through strided convs + LayerNorm2d + GELU."""
 
-    def __init__(self, embed_dim: int, kernel_size: int = 3, stride: int = 2, padding: int = 1,
-                 total_stride: int = 16) -> None:
+    def __init__(
+        self, embed_dim: int, kernel_size: int = 3, stride: int = 2, padding: int = 1, total_stride: int = 16
+    ) -> None:
         super().__init__()
         num_layers = int(math.log2(total_stride) // math.log2(stride))
         if stride**num_layers != total_stride:
@@ -65,8 +66,17 @@ class Fuser(nn.Module):
 class MemoryEncoder(nn.Module):
     """pix_feat (B, C, h, w) + mask (B, 1, S, S) -> memory (B, out_dim, h, w) and its position encoding."""
 
-    def __init__(self, in_dim: int, out_dim: int, fuser_layers: int = 2, fuser_kernel: int = 7,
-                 ds_kernel: int = 3, ds_stride: int = 2, ds_padding: int = 1, ds_total_stride: int = 16) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        fuser_layers: int = 2,
+        fuser_kernel: int = 7,
+        ds_kernel: int = 3,
+        ds_stride: int = 2,
+        ds_padding: int = 1,
+        ds_total_stride: int = 16,
+    ) -> None:
         super().__init__()
         self.mask_downsampler = MaskDownSampler(in_dim, ds_kernel, ds_stride, ds_padding, ds_total_stride)
         self.pix_feat_proj = nn.Conv2d(in_dim, in_dim, kernel_size=1)
@@ -74,8 +84,9 @@ class MemoryEncoder(nn.Module):
         self.out_proj = nn.Conv2d(in_dim, out_dim, kernel_size=1) if out_dim != in_dim else nn.Identity()
         self.position_encoding = PositionEmbeddingSine(out_dim)
 
-    def forward(self, pix_feat: torch.Tensor, masks: torch.Tensor, skip_mask_sigmoid: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, pix_feat: torch.Tensor, masks: torch.Tensor, skip_mask_sigmoid: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not skip_mask_sigmoid:
             masks = torch.sigmoid(masks)
         masks = self.mask_downsampler(masks)

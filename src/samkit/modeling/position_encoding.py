@@ -45,9 +45,14 @@ class PositionEmbeddingSine(nn.Module):
             xs = xs / (xs[-1:] + eps) * self.scale
             pe_y = _sine_table(ys, self.half, self.temperature)  # (H, half)
             pe_x = _sine_table(xs, self.half, self.temperature)  # (W, half)
-            pe = torch.cat(
-                (pe_y[:, None, :].expand(h, w, self.half), pe_x[None, :, :].expand(h, w, self.half)), dim=2
-            ).permute(2, 0, 1).contiguous()
+            pe = (
+                torch.cat(
+                    (pe_y[:, None, :].expand(h, w, self.half), pe_x[None, :, :].expand(h, w, self.half)),
+                    dim=2,
+                )
+                .permute(2, 0, 1)
+                .contiguous()
+            )
             self._cache[key] = pe
         return pe
 

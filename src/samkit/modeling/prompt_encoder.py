@@ -13,8 +13,13 @@ NUM_POINT_LABELS = 4
 
 
 class PromptEncoder(nn.Module):
-    def __init__(self, embed_dim: int, image_embedding_size: tuple[int, int], input_image_size: tuple[int, int],
-                 mask_in_chans: int) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        image_embedding_size: tuple[int, int],
+        input_image_size: tuple[int, int],
+        mask_in_chans: int,
+    ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.input_image_size = input_image_size
@@ -58,7 +63,9 @@ class PromptEncoder(nn.Module):
         pe = self.pe_layer.forward_with_coords(points, self.input_image_size)
         # label -1 replaces the encoding by the padding embedding; labels 0..3 add theirs
         table = torch.cat(
-            [self.not_a_point_embed.weight] + [e.weight for e in self.point_embeddings] + [pe.new_zeros(1, self.embed_dim)]
+            [self.not_a_point_embed.weight]
+            + [e.weight for e in self.point_embeddings]
+            + [pe.new_zeros(1, self.embed_dim)]
         )
         labels = labels.long()
         valid = (labels >= -1) & (labels < NUM_POINT_LABELS)

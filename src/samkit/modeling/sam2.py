@@ -29,14 +29,23 @@ class SAM2Model(nn.Module):
         self.image_size = cfg.image_size
 
         self.image_encoder = ImageEncoder(cfg)
-        self.memory_attention = MemoryAttention(c, mem, cfg.mem_attn_layers, cfg.mem_attn_ffn_dim,
-                                                cfg.mem_attn_heads, cfg.rope_theta)
+        self.memory_attention = MemoryAttention(
+            c, mem, cfg.mem_attn_layers, cfg.mem_attn_ffn_dim, cfg.mem_attn_heads, cfg.rope_theta
+        )
         self.memory_encoder = MemoryEncoder(
-            c, mem, cfg.mem_fuser_layers, cfg.mem_fuser_kernel_size, cfg.mask_downsampler_kernel,
-            cfg.mask_downsampler_stride, cfg.mask_downsampler_padding, cfg.mask_downsampler_total_stride,
+            c,
+            mem,
+            cfg.mem_fuser_layers,
+            cfg.mem_fuser_kernel_size,
+            cfg.mask_downsampler_kernel,
+            cfg.mask_downsampler_stride,
+            cfg.mask_downsampler_padding,
+            cfg.mask_downsampler_total_stride,
         )
         s = cfg.embedding_size
-        self.sam_prompt_encoder = PromptEncoder(c, (s, s), (cfg.image_size, cfg.image_size), cfg.mask_in_chans)
+        self.sam_prompt_encoder = PromptEncoder(
+            c, (s, s), (cfg.image_size, cfg.image_size), cfg.mask_in_chans
+        )
         self.sam_mask_decoder = MaskDecoder(
             transformer_dim=c,
             transformer=TwoWayTransformer(cfg.decoder_depth, c, cfg.decoder_heads, cfg.decoder_mlp_dim),
@@ -72,8 +81,13 @@ class SAM2Model(nn.Module):
         self._init_embeddings()
 
     def _init_embeddings(self) -> None:
-        for p in (self.maskmem_tpos_enc, self.no_mem_embed, self.no_mem_pos_enc,
-                  getattr(self, "no_obj_ptr", None), self.no_obj_embed_spatial):
+        for p in (
+            self.maskmem_tpos_enc,
+            self.no_mem_embed,
+            self.no_mem_pos_enc,
+            getattr(self, "no_obj_ptr", None),
+            self.no_obj_embed_spatial,
+        ):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
 

@@ -16,7 +16,9 @@ class Attention(nn.Module):
     q: (B, Nq, C), k/v: (B, Nk, kv_in_dim) -> (B, Nq, C).
     """
 
-    def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1, kv_in_dim: int | None = None) -> None:
+    def __init__(
+        self, embedding_dim: int, num_heads: int, downsample_rate: int = 1, kv_in_dim: int | None = None
+    ) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
         self.kv_in_dim = kv_in_dim if kv_in_dim is not None else embedding_dim
@@ -65,7 +67,9 @@ class RoPEAttention(Attention):
             self._rope_cache[key] = (angles.cos().to(device), angles.sin().to(device))
         return self._rope_cache[key]
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0
+    ) -> torch.Tensor:
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         nq = q.shape[-2]
         cos, sin = self._cos_sin(nq, q.device)
@@ -83,8 +87,14 @@ class RoPEAttention(Attention):
 class TwoWayAttentionBlock(nn.Module):
     """Tokens self-attend, attend to the image, pass an MLP; then the image attends to the tokens."""
 
-    def __init__(self, embedding_dim: int, num_heads: int, mlp_dim: int, attention_downsample_rate: int,
-                 skip_first_layer_pe: bool) -> None:
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        attention_downsample_rate: int,
+        skip_first_layer_pe: bool,
+    ) -> None:
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
         self.norm1 = nn.LayerNorm(embedding_dim)
@@ -96,8 +106,9 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-                key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.skip_first_layer_pe:
             # first layer: the queries are the prompt encodings themselves, no residual
             queries = self.self_attn(queries, queries, queries)
@@ -122,8 +133,9 @@ class TwoWayTransformer(nn.Module):
     Returns the updated tokens (B, N, C) and image tokens (B, h*w, C).
     """
 
-    def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int,
-                 attention_downsample_rate: int = 2) -> None:
+    def __init__(
+        self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int, attention_downsample_rate: int = 2
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, i == 0)
@@ -132,8 +144,9 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
-                point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         keys = image_embedding.flatten(2).permute(0, 2, 1)
         key_pe = image_pe.flatten(2).permute(0, 2, 1)
         queries = point_embedding

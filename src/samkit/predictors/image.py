@@ -21,7 +21,9 @@ _VALID_LABELS = (-1, 0, 1, 2, 3)
 
 def _as_float_tensor(value, name: str, device: torch.device) -> torch.Tensor:
     try:
-        t = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor) else value)
+        t = torch.as_tensor(
+            np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor) else value
+        )
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name} must be numeric, got {value!r:.80}") from e
     t = t.to(device=device, dtype=torch.float32)
@@ -41,10 +43,18 @@ class ImagePredictor:
         max_sprinkle_area: remove foreground specks up to this area (low-res pixels).
     """
 
-    def __init__(self, sam_model: SAM2Model, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
-                 max_sprinkle_area: float = 0.0, **kwargs) -> None:
+    def __init__(
+        self,
+        sam_model: SAM2Model,
+        mask_threshold: float = 0.0,
+        max_hole_area: float = 0.0,
+        max_sprinkle_area: float = 0.0,
+        **kwargs,
+    ) -> None:
         if not isinstance(sam_model, SAM2Model):
-            raise TypeError(f"ImagePredictor needs a samkit SAM2Model (samkit.load_model), got {type(sam_model).__name__}")
+            raise TypeError(
+                f"ImagePredictor needs a samkit SAM2Model (samkit.load_model), got {type(sam_model).__name__}"
+            )
         for name, v in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
@@ -119,7 +129,9 @@ class ImagePredictor:
 
     # --- prompts ------------------------------------------------------------------------------
 
-    def _prep_prompts(self, point_coords, point_labels, box, mask_logits, normalize_coords: bool, img_idx: int = -1):
+    def _prep_prompts(
+        self, point_coords, point_labels, box, mask_logits, normalize_coords: bool, img_idx: int = -1
+    ):
         """Validate prompts and move them into the model frame.
 
         Returns (mask_input (B,1,h,w) | None, coords (B,N,2) | None, labels (B,N) | None, box (B,2,2) | None).
@@ -142,8 +154,9 @@ class ImagePredictor:
                     f"point_labels shape {tuple(lab.shape)} does not match point_coords shape {tuple(pts.shape)}; "
                     "expected one label per point"
                 )
-            if (lab != lab.round()).any() or not torch.isin(lab, torch.tensor(_VALID_LABELS, device=dev,
-                                                                                 dtype=lab.dtype)).all():
+            if (lab != lab.round()).any() or not torch.isin(
+                lab, torch.tensor(_VALID_LABELS, device=dev, dtype=lab.dtype)
+            ).all():
                 raise ValueError("point_labels must be 1 (foreground) or 0 (background) (or -1, 2, 3)")
             coords = T.transform_coords(pts, hw, size, normalize_coords)
             labels = lab.to(torch.int32)
@@ -154,7 +167,9 @@ class ImagePredictor:
             if b.ndim == 1:
                 b = b[None]
             if b.ndim != 2 or b.shape[-1] != 4:
-                raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1) or an (N, 4) array, got shape {tuple(b.shape)}")
+                raise ValueError(
+                    f"box must be 4 numbers (x0, y0, x1, y1) or an (N, 4) array, got shape {tuple(b.shape)}"
+                )
             boxes = T.transform_boxes(b, hw, size, normalize_coords)
             if coords is not None and coords.shape[0] != boxes.shape[0]:
                 raise ValueError(f"{boxes.shape[0]} boxes but {coords.shape[0]} point sets; they must match")
@@ -205,9 +220,12 @@ class ImagePredictor:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         if self._is_batch:
             raise RuntimeError("the predictor holds a batch of images (set_image_batch); use predict_batch")
-        mask_input, coords, labels, boxes = self._prep_prompts(point_coords, point_labels, box, mask_input,
-                                                               normalize_coords)
-        masks, ious, low_res = self._predict(coords, labels, boxes, mask_input, multimask_output, return_logits)
+        mask_input, coords, labels, boxes = self._prep_prompts(
+            point_coords, point_labels, box, mask_input, normalize_coords
+        )
+        masks, ious, low_res = self._predict(
+            coords, labels, boxes, mask_input, multimask_output, return_logits
+        )
         return self._to_numpy(masks), self._to_numpy(ious), self._to_numpy(low_res)
 
     def predict_batch(
@@ -225,20 +243,28 @@ class ImagePredictor:
         if not self._is_image_set:
             raise RuntimeError("An image must be set with .set_image_batch(...) before mask prediction.")
         if not self._is_batch:
-            raise RuntimeError("predict_batch needs images set with set_image_batch; use predict after set_image")
+            raise RuntimeError(
+                "predict_batch needs images set with set_image_batch; use predict after set_image"
+            )
         n = len(self._orig_hw)
-        args = {"point_coords_batch": point_coords_batch, "point_labels_batch": point_labels_batch,
-                "box_batch": box_batch, "mask_input_batch": mask_input_batch}
+        args = {
+            "point_coords_batch": point_coords_batch,
+            "point_labels_batch": point_labels_batch,
+            "box_batch": box_batch,
+            "mask_input_batch": mask_input_batch,
+        }
         for name, value in args.items():
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} images")
         out_masks, out_ious, out_low = [], [], []
         for i in range(n):
             pick = [None if v is None else v[i] for v in args.values()]
-            mask_input, coords, labels, boxes = self._prep_prompts(pick[0], pick[1], pick[2], pick[3],
-                                                                   normalize_coords, img_idx=i)
-            masks, ious, low_res = self._predict(coords, labels, boxes, mask_input, multimask_output,
-                                                 return_logits, img_idx=i)
+            mask_input, coords, labels, boxes = self._prep_prompts(
+                pick[0], pick[1], pick[2], pick[3], normalize_coords, img_idx=i
+            )
+            masks, ious, low_res = self._predict(
+                coords, labels, boxes, mask_input, multimask_output, return_logits, img_idx=i
+            )
             out_masks.append(self._to_numpy(masks))
             out_ious.append(self._to_numpy(ious))
             out_low.append(self._to_numpy(low_res))
@@ -270,11 +296,16 @@ class ImagePredictor:
         if boxes is not None:
             # boxes go first, as two labelled corner points (labels 2 and 3)
             corners = boxes.reshape(-1, 2, 2)
-            corner_labels = torch.tensor([[2, 3]], dtype=torch.int32, device=boxes.device).expand(corners.shape[0], 2)
+            corner_labels = torch.tensor([[2, 3]], dtype=torch.int32, device=boxes.device).expand(
+                corners.shape[0], 2
+            )
             if points is None:
                 points = (corners, corner_labels)
             else:
-                points = (torch.cat([corners, points[0]], dim=1), torch.cat([corner_labels, points[1]], dim=1))
+                points = (
+                    torch.cat([corners, points[0]], dim=1),
+                    torch.cat([corner_labels, points[1]], dim=1),
+                )
 
         model = self.model
         sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
@@ -290,8 +321,9 @@ class ImagePredictor:
             repeat_image=batched,
             high_res_features=high_res,
         )
-        masks = T.postprocess_masks(low_res, self._orig_hw[img_idx], self.mask_threshold, self.max_hole_area,
-                                    self.max_sprinkle_area)
+        masks = T.postprocess_masks(
+            low_res, self._orig_hw[img_idx], self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
+        )
         low_res = torch.clamp(low_res.float(), -32.0, 32.0)
         if not return_logits:
             masks = masks > self.mask_threshold

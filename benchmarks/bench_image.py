@@ -1,0 +1,77 @@
+"""Image benchmark: encoder latency and click latency, samkit vs the reference `sam2`, same weights.
+
+    python benchmarks/bench_image.py [--variant sam2.1-hiera-tiny] [--runs 5]
+
+Needs the oracle installed (bash scripts/test.sh does it). The weights are a perturbed reference
+model saved as an official checkpoint (no download needed); timings do not depend on the values.
+Prints a table and a JSON line. Median of --runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def median_time(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", default="sam2.1-hiera-tiny")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--image", default=str(ROOT.parent / "shared" / "data" / "images" / "truck.jpg"))
+    args = ap.parse_args()
+
+    import oracle
+    import samkit
+    from samkit.transforms import load_image
+
+    oracle.setup()
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    ckpt = oracle.make_checkpoint(args.variant, ROOT / ".cache" / "test-checkpoints" / f"{args.variant}-seed0.pt")
+    image = load_image(args.image)
+    h, w = image.shape[:2]
+    click = dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1])
+    clicks8 = dict(point_coords=[[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)], point_labels=[1, 0] * 4)
+
+    rows = {}
+    ref = SAM2ImagePredictor(oracle.build_reference(args.variant, ckpt))
+    ours = samkit.ImagePredictor(samkit.load_model(args.variant, checkpoint=ckpt, device="cpu"))
+    for name, p in (("reference", ref), ("samkit", ours)):
+        with torch.inference_mode():
+            enc = median_time(lambda p=p: p.set_image(image), args.runs)
+            c1 = median_time(lambda p=p: p.predict(**click), args.runs)
+            c8 = median_time(lambda p=p: p.predict(**clicks8, multimask_output=False), args.runs)
+        rows[name] = {"encode_s": enc, "click_ms": c1 * 1e3, "click8_ms": c8 * 1e3}
+
+    print(f"{args.variant}, {w}x{h} image, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{'':<12}{'encode (s)':>12}{'click (ms)':>12}{'8 pts (ms)':>12}")
+    for name, r in rows.items():
+        print(f"{name:<12}{r['encode_s']:>12.3f}{r['click_ms']:>12.1f}{r['click8_ms']:>12.1f}")
+    speed = {k: rows["reference"][k] / rows["samkit"][k] for k in rows["samkit"]}
+    print(f"{'speed-up':<12}" + "".join(f"{v:>11.2f}x" for v in speed.values()))
+    print(json.dumps({"variant": args.variant, "image": [w, h], "rows": rows, "speedup": speed}))
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install everything the tests need (torch CPU, samkit, the reference `sam2` oracle) and run them.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+pip_install() { "$PY" -m pip install --disable-pip-version-check --quiet "$@"; }
+
+# torch first, pinned, so nothing below pulls a CUDA build
+pip_install "torch==2.13.0"
+pip_install -e ".[test]"
+# the oracle: Meta's reference package, without its CUDA extension, and hydra's pinned parser
+SAM2_BUILD_CUDA=0 pip_install --no-deps --no-build-isolation "sam2==1.1.0" "hydra-core==1.3.8" \
+    "omegaconf==2.3.0" "antlr4-python3-runtime==4.9.3" "iopath==0.1.10" "portalocker" "pyyaml"
+
+"$PY" -m ruff check src tests benchmarks
+set +e
+"$PY" -m pytest -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+# pytest exits 5 when it collected nothing: that is a failure here, not a pass
+[ "$rc" -eq 5 ] && { echo "no tests ran" >&2; exit 1; }
+exit "$rc"

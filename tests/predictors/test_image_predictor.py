@@ -1,0 +1,211 @@
+"""ImagePredictor on the tiny test config: shapes, batching, validation errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import samkit
+
+
+@pytest.fixture()
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture()
+def image(rng):
+    return rng.integers(0, 256, (90, 140, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def predictor(tiny_model, image):
+    p = samkit.ImagePredictor(tiny_model)
+    p.set_image(image)
+    return p
+
+
+def test_shapes_and_dtypes(predictor, tiny_model):
+    masks, scores, low = predictor.predict(point_coords=[[70, 45]], point_labels=[1])
+    s = tiny_model.cfg.embedding_size * 4
+    assert masks.shape == (3, 90, 140) and masks.dtype == np.float32
+    assert set(np.unique(masks)) <= {0.0, 1.0}
+    assert scores.shape == (3,) and low.shape == (3, s, s)
+    assert np.isfinite(scores).all() and np.isfinite(low).all()
+    masks, scores, low = predictor.predict(point_coords=[[70, 45]], point_labels=[1], multimask_output=False)
+    assert masks.shape == (1, 90, 140) and scores.shape == (1,)
+    emb = predictor.get_image_embedding()
+    assert emb.shape == (1, tiny_model.cfg.d_model, s // 4, s // 4)
+
+
+def test_logits_threshold_to_masks(predictor):
+    logits, _, _ = predictor.predict(box=[10, 10, 100, 80], return_logits=True)
+    masks, _, _ = predictor.predict(box=[10, 10, 100, 80])
+    np.testing.assert_array_equal(masks, (logits > 0).astype(np.float32))
+    predictor.mask_threshold = 0.5
+    masks, _, _ = predictor.predict(box=[10, 10, 100, 80])
+    np.testing.assert_array_equal(masks, (logits > 0.5).astype(np.float32))
+
+
+def test_batched_prompts_equal_one_by_one(predictor):
+    boxes = np.array([[10, 10, 100, 80], [30, 5, 60, 60], [0, 0, 139, 89]], dtype=np.float32)
+    batch = predictor.predict(box=boxes, multimask_output=False, return_logits=True)
+    assert batch[0].shape == (3, 1, 90, 140)
+    for i, b in enumerate(boxes):
+        one = predictor.predict(box=b, multimask_output=False, return_logits=True)
+        for x, y in zip(batch, one):
+            np.testing.assert_allclose(x[i], y, rtol=1e-5, atol=1e-5)
+
+
+def test_set_image_batch_equals_one_by_one(tiny_model, rng):
+    images = [rng.integers(0, 256, (60 + 10 * i, 80, 3), dtype=np.uint8) for i in range(3)]
+    points = [np.array([[20.0, 30.0]]), np.array([[40.0, 10.0], [5.0, 5.0]]), np.array([[70.0, 70.0]])]
+    labels = [np.array([1]), np.array([1, 0]), np.array([1])]
+    boxes = [None, None, None]
+    p = samkit.ImagePredictor(tiny_model)
+    p.set_image_batch(images)
+    assert p.get_image_embedding().shape[0] == 3
+    bm, bs, bl = p.predict_batch(points, labels, box_batch=boxes, return_logits=True)
+    for i, im in enumerate(images):
+        p.set_image(im)
+        m, s, low = p.predict(points[i], labels[i], return_logits=True)
+        np.testing.assert_allclose(bm[i], m, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(bs[i], s, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bl[i], low, rtol=1e-4, atol=1e-4)
+
+
+def test_mask_input_refinement_runs(predictor):
+    _, scores, low = predictor.predict(point_coords=[[70, 45]], point_labels=[1])
+    masks, _, low2 = predictor.predict(
+        point_coords=[[70, 45]],
+        point_labels=[1],
+        mask_input=low[np.argmax(scores)][None],
+        multimask_output=False,
+    )
+    assert masks.shape == (1, 90, 140) and np.isfinite(low2).all()
+
+
+def test_normalized_coordinates_equal_pixels(predictor):
+    a = predictor.predict(point_coords=[[70, 45]], point_labels=[1], return_logits=True)
+    b = predictor.predict(
+        point_coords=[[0.5, 0.5]], point_labels=[1], normalize_coords=False, return_logits=True
+    )
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
+def test_pil_gray_and_rgba_inputs(tiny_model, image):
+    p = samkit.ImagePredictor(tiny_model)
+    p.set_image(Image.fromarray(image))
+    ref = p.predict(point_coords=[[70, 45]], point_labels=[1], return_logits=True)[0]
+    p.set_image(np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], axis=2))
+    np.testing.assert_array_equal(
+        p.predict(point_coords=[[70, 45]], point_labels=[1], return_logits=True)[0], ref
+    )
+    p.set_image(Image.fromarray(image).convert("L"))
+    assert p.predict(point_coords=[[70, 45]], point_labels=[1])[0].shape == (3, 90, 140)
+
+
+def test_hole_filling_changes_only_small_regions(tiny_model, image):
+    plain = samkit.ImagePredictor(tiny_model)
+    filled = samkit.ImagePredictor(tiny_model, max_hole_area=1e9, max_sprinkle_area=0)
+    plain.set_image(image)
+    filled.set_image(image)
+    a = plain.predict(point_coords=[[70, 45]], point_labels=[1])[0]
+    b = filled.predict(point_coords=[[70, 45]], point_labels=[1])[0]
+    # every background region counts as a hole: all-foreground masks, never fewer pixels
+    assert (b >= a).all() and (b == 1).all()
+
+
+def test_no_prompt_gives_a_mask(predictor):
+    masks, scores, _ = predictor.predict()
+    assert masks.shape == (3, 90, 140) and np.isfinite(scores).all()
+
+
+def test_reset_and_predict_before_set_image(tiny_model, predictor):
+    p = samkit.ImagePredictor(tiny_model)
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.predict(point_coords=[[1, 1]], point_labels=[1])
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.get_image_embedding()
+    with pytest.raises(RuntimeError, match="set_image_batch"):
+        p.predict_batch([np.array([[1.0, 1.0]])], [np.array([1])])
+    predictor.reset_predictor()
+    with pytest.raises(RuntimeError):
+        predictor.predict(point_coords=[[1, 1]], point_labels=[1])
+
+
+def test_mixing_single_and_batch_modes_is_an_error(tiny_model, image):
+    p = samkit.ImagePredictor(tiny_model)
+    p.set_image_batch([image, image])
+    with pytest.raises(RuntimeError, match="predict_batch"):
+        p.predict(point_coords=[[1, 1]], point_labels=[1])
+    p.set_image(image)
+    with pytest.raises(RuntimeError, match="set_image_batch"):
+        p.predict_batch([np.array([[1.0, 1.0]])], [np.array([1])])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(point_coords=[[1, 2]]), "point_labels must be supplied"),
+        (dict(point_labels=[1]), "point_coords must be supplied"),
+        (dict(point_coords=[1, 2], point_labels=[1]), r"shape \(N, 2\)"),
+        (dict(point_coords=[[1, 2, 3]], point_labels=[1]), r"shape \(N, 2\)"),
+        (dict(point_coords=[[1, 2], [3, 4]], point_labels=[1]), "does not match"),
+        (dict(point_coords=[[1, 2]], point_labels=[7]), "must be 1 .foreground. or 0"),
+        (dict(point_coords=[[float("nan"), 2]], point_labels=[1]), "NaN"),
+        (dict(point_coords=[["a", 2]], point_labels=[1]), "numeric"),
+        (dict(box=[1, 2, 3]), "4 numbers"),
+        (dict(box=[[1, 2, 3, 4, 5]]), "4 numbers"),
+        (dict(box=[0, 0, float("inf"), 4]), "NaN or infinite"),
+        (dict(box=[[0, 0, 5, 5], [1, 1, 4, 4]], point_coords=[[1, 2]], point_labels=[1]), "must match"),
+        (dict(mask_input=np.zeros((1, 10, 10))), "mask_input must have shape"),
+        (dict(mask_input=np.full((1, 32, 32), np.nan)), "NaN"),
+    ],
+)
+def test_prompt_validation(predictor, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        predictor.predict(**kwargs)
+
+
+def test_set_image_validation(tiny_model):
+    p = samkit.ImagePredictor(tiny_model)
+    with pytest.raises(ValueError, match="uint8"):
+        p.set_image(np.zeros((10, 10, 3), np.float64))
+    with pytest.raises(ValueError, match="HxWx3"):
+        p.set_image(np.zeros((10, 10, 5), np.uint8))
+    with pytest.raises(TypeError):
+        p.set_image("image.jpg")
+    with pytest.raises(ValueError, match="image 1"):
+        p.set_image_batch([np.zeros((10, 10, 3), np.uint8), np.zeros((10, 10, 3), np.float32)])
+    with pytest.raises(ValueError, match="empty"):
+        p.set_image_batch([])
+    with pytest.raises(TypeError, match="list"):
+        p.set_image_batch(np.zeros((2, 10, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match="entries for 2 images"):
+        p.set_image_batch([np.zeros((10, 10, 3), np.uint8)] * 2)
+        p.predict_batch([np.array([[1.0, 1.0]])], [np.array([1])])
+
+
+def test_constructor_validation(tiny_model):
+    with pytest.raises(TypeError, match="SAM2Model"):
+        samkit.ImagePredictor(object())
+    with pytest.raises(ValueError, match="max_hole_area"):
+        samkit.ImagePredictor(tiny_model, max_hole_area=-1)
+
+
+def test_no_nans_on_extreme_images(tiny_model):
+    p = samkit.ImagePredictor(tiny_model)
+    for img in (np.zeros((1, 1, 3), np.uint8), np.full((5, 300, 3), 255, np.uint8)):
+        p.set_image(img)
+        masks, scores, low = p.predict(point_coords=[[0, 0]], point_labels=[1])
+        assert masks.shape[1:] == img.shape[:2]
+        assert np.isfinite(scores).all() and np.isfinite(low).all()
+
+
+def test_gradients_are_not_tracked(predictor):
+    assert not predictor.get_image_embedding().requires_grad
+    assert torch.is_grad_enabled()

@@ -1,0 +1,207 @@
+"""`samkit` CLI, run in-process through samkit.cli.main."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samkit.cli import main
+
+
+@pytest.fixture()
+def photo(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (90, 140, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_segment_writes_mask_overlay_and_json(capsys, tmp_path, photo, tiny_checkpoint):
+    mask, overlay = tmp_path / "out" / "mask.png", tmp_path / "out" / "overlay.png"
+    code, out, err = run(
+        capsys,
+        "segment",
+        photo,
+        "--point",
+        "70,45",
+        "--point",
+        "20,20:0",
+        "--box",
+        "5,5,120,80",
+        "--out",
+        mask,
+        "--overlay",
+        overlay,
+        "--json",
+        "--model",
+        "test-tiny",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--device",
+        "cpu",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["width"] == 140 and result["height"] == 90 and result["model"] == "test-tiny"
+    (m,) = result["masks"]
+    assert 0.0 <= m["score"] <= 1.0
+    png = np.array(Image.open(mask))
+    assert png.shape == (90, 140) and set(np.unique(png)) <= {0, 255}
+    assert m["area"] == int((png == 255).sum())
+    if m["area"]:
+        ys, xs = np.nonzero(png)
+        assert m["bbox"] == [
+            int(xs.min()),
+            int(ys.min()),
+            int(xs.max() - xs.min() + 1),
+            int(ys.max() - ys.min() + 1),
+        ]
+    ov = np.array(Image.open(overlay))
+    assert ov.shape == (90, 140, 3)
+    assert not np.array_equal(ov, np.array(Image.open(photo)))  # something was drawn
+
+
+def test_segment_multimask_writes_three_ranked_files(capsys, tmp_path, photo, tiny_checkpoint):
+    code, out, err = run(
+        capsys,
+        "segment",
+        photo,
+        "--point",
+        "70,45",
+        "--multimask",
+        "--out",
+        tmp_path / "m.png",
+        "--json",
+        "--model",
+        "test-tiny",
+        "--checkpoint",
+        tiny_checkpoint,
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert [m["rank"] for m in result["masks"]] == [0, 1, 2]
+    scores = [m["score"] for m in result["masks"]]
+    assert scores == sorted(scores, reverse=True)
+    for r in range(3):
+        assert (tmp_path / f"m_{r}.png").exists()
+
+
+def test_segment_same_mask_as_python_api(capsys, tmp_path, photo, tiny_checkpoint, tiny_model):
+    import samkit
+
+    code, _, err = run(
+        capsys,
+        "segment",
+        photo,
+        "--box",
+        "5,5,120,80",
+        "--out",
+        tmp_path / "m.png",
+        "--model",
+        "test-tiny",
+        "--checkpoint",
+        tiny_checkpoint,
+    )
+    assert code == 0, err
+    p = samkit.ImagePredictor(tiny_model)
+    p.set_image(np.array(Image.open(photo)))
+    masks, _, _ = p.predict(box=[5, 5, 120, 80], multimask_output=False)
+    np.testing.assert_array_equal(np.array(Image.open(tmp_path / "m.png")) == 255, masks[0] > 0)
+
+
+@pytest.mark.parametrize(
+    "argv, code, fragment",
+    [
+        (["segment", "{photo}", "--out", "x.png"], 1, "at least one --point"),
+        (["segment", "{photo}", "--point", "70,45"], 1, "nothing to write"),
+        (["segment", "{missing}", "--point", "1,1", "--out", "x.png"], 1, "image not found"),
+        (["segment", "{photo}", "--point", "1000,45", "--out", "x.png"], 1, "outside the 140x90 image"),
+        (["segment", "{photo}", "--point", "70,45", "--out", "x.png", "--model", "sam9"], 1, "unknown model"),
+        (
+            ["segment", "{photo}", "--point", "70,45", "--out", "x.png", "--checkpoint", "{missing}"],
+            1,
+            "not found",
+        ),
+        (["segment", "{photo}", "--point", "70,45", "--out", "x.png", "--device", "cuda:7"], 1, "device"),
+        (["segment", "{photo}", "--point", "70;45", "--out", "x.png"], 2, "X,Y or X,Y:LABEL"),
+        (["segment", "{photo}", "--point", "70,45:3", "--out", "x.png"], 2, "label must be 1"),
+        (["segment", "{photo}", "--box", "1,2,3", "--out", "x.png"], 2, "4 numbers"),
+        (["segment", "{photo}", "--box", "10,10,5,5", "--out", "x.png"], 2, "X1 > X0"),
+    ],
+)
+def test_errors_are_one_line(capsys, tmp_path, photo, tiny_checkpoint, argv, code, fragment):
+    argv = [a.format(photo=photo, missing=tmp_path / "missing.jpg") for a in argv]
+    if "--model" not in argv and "--checkpoint" not in argv:
+        argv += ["--model", "test-tiny", "--checkpoint", str(tiny_checkpoint)]
+    elif "--checkpoint" not in argv:
+        argv += ["--checkpoint", str(tiny_checkpoint)]
+    else:
+        argv += ["--model", "test-tiny"]
+    with pytest.raises(SystemExit) if code == 2 else nullcontext() as exc:
+        rc = main(argv)
+    out, err = capsys.readouterr()
+    if code == 2:
+        assert exc.value.code == 2
+    else:
+        assert rc == code
+        assert len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+    assert fragment in err
+
+
+def test_corrupt_checkpoint_is_one_line(capsys, tmp_path, photo):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 100)
+    code, _, err = run(
+        capsys,
+        "segment",
+        photo,
+        "--point",
+        "1,1",
+        "--out",
+        tmp_path / "x.png",
+        "--model",
+        "test-tiny",
+        "--checkpoint",
+        bad,
+    )
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "corrupt" in err
+
+
+def test_models_lists_the_eight_variants(capsys):
+    code, out, _ = run(capsys, "models", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["name"] for r in rows][:4] == [
+        "sam2-hiera-tiny",
+        "sam2-hiera-small",
+        "sam2-hiera-base-plus",
+        "sam2-hiera-large",
+    ]
+    assert len(rows) == 8 and all(r["params_m"] > 30 for r in rows)
+    code, out, _ = run(capsys, "models")
+    assert "sam2.1-hiera-large" in out and "cached" in out
+
+
+def test_download_test_config_fails_cleanly(capsys):
+    code, _, err = run(capsys, "download", "test-tiny")
+    assert code == 1 and "no official weights" in err
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out, _ = capsys.readouterr()
+    for cmd in ("segment", "models", "download"):
+        assert cmd in out
+    assert main([]) == 2
