@@ -73,48 +73,32 @@ def setup() -> None:
 
 def _neutralize_bf16_memory_cast() -> None:
     """The reference video predictor stores `maskmem_features` as bfloat16 to save GPU memory, which
-    only works under CUDA autocast; for float32 CPU runs we keep them float32."""
+    only works under CUDA autocast; for float32 CPU runs we keep them float32 by turning
+    `.to(torch.bfloat16)` into a no-op inside the two methods that do the cast."""
     from sam2 import sam2_video_predictor as vp
 
     if getattr(vp, "_samkit_neutralized", False):
         return
     real_to = torch.Tensor.to
 
-    def _encode_new_memory_f32(self, *args, **kwargs):
-        feats, pos = type(self).__mro__[1]._encode_new_memory(self, *args, **kwargs)
-        return feats, pos
+    def to_without_bf16(t, *a, **k):
+        if (a and a[0] is torch.bfloat16) or k.get("dtype") is torch.bfloat16:
+            return t
+        return real_to(t, *a, **k)
 
-    original = vp.SAM2VideoPredictor._run_memory_encoder
+    def keep_float32(method):
+        def wrapper(self, *args, **kwargs):
+            torch.Tensor.to = to_without_bf16
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                torch.Tensor.to = real_to
 
-    def _run_memory_encoder(self, *args, **kwargs):
-        # Within this call, turn `.to(torch.bfloat16)` into a no-op.
-        def to(t, *a, **k):
-            if (a and a[0] is torch.bfloat16) or k.get("dtype") is torch.bfloat16:
-                return t
-            return real_to(t, *a, **k)
+        return wrapper
 
-        torch.Tensor.to = to
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            torch.Tensor.to = real_to
-
-    original_track = vp.SAM2VideoPredictor._run_single_frame_inference
-
-    def _run_single_frame_inference(self, *args, **kwargs):
-        def to(t, *a, **k):
-            if (a and a[0] is torch.bfloat16) or k.get("dtype") is torch.bfloat16:
-                return t
-            return real_to(t, *a, **k)
-
-        torch.Tensor.to = to
-        try:
-            return original_track(self, *args, **kwargs)
-        finally:
-            torch.Tensor.to = real_to
-
-    vp.SAM2VideoPredictor._run_memory_encoder = _run_memory_encoder
-    vp.SAM2VideoPredictor._run_single_frame_inference = _run_single_frame_inference
+    cls = vp.SAM2VideoPredictor
+    cls._run_memory_encoder = keep_float32(cls._run_memory_encoder)
+    cls._run_single_frame_inference = keep_float32(cls._run_single_frame_inference)
     vp._samkit_neutralized = True
 
 
