@@ -47,7 +47,7 @@ def main() -> None:
     oracle.setup()
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    ckpt = oracle.make_checkpoint(args.variant, ROOT / ".cache" / "test-checkpoints" / f"{args.variant}-seed0.pt")
+    ckpt = oracle.checkpoint(args.variant)
     image = load_image(args.image)
     h, w = image.shape[:2]
     click = dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1])

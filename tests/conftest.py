@@ -15,7 +15,6 @@ ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))  # makes `import oracle` work
 
 DATA = Path(os.environ.get("SAMKIT_TEST_DATA", ROOT.parent / "shared" / "data"))
-CACHE = Path(os.environ.get("SAMKIT_TEST_CACHE", ROOT / ".cache" / "test-checkpoints"))
 
 torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
 
@@ -73,7 +72,4 @@ def oracle_checkpoint():
     """Factory: variant -> path of a perturbed reference checkpoint (made once, cached on disk)."""
     import oracle
 
-    def make(variant: str) -> Path:
-        return oracle.make_checkpoint(variant, CACHE / f"{variant}-seed0.pt", seed=0)
-
-    return make
+    return oracle.checkpoint

@@ -3,7 +3,7 @@
 from .checkpoints import CheckpointError, DownloadError, build_model, download_checkpoint, load_model
 from .configs import VARIANTS, HieraConfig, ModelConfig, get_config, variant_names
 from .modeling import SAM2Model
-from .predictors import ImagePredictor
+from .predictors import ImagePredictor, VideoPredictor, VideoState
 
 __version__ = "0.1.0"
 
@@ -13,6 +13,8 @@ __all__ = [
     "DownloadError",
     "HieraConfig",
     "ImagePredictor",
+    "VideoPredictor",
+    "VideoState",
     "ModelConfig",
     "SAM2Model",
     "build_model",

@@ -18,6 +18,11 @@ import numpy as np
 import torch
 
 STUBS = Path(__file__).parent / "stubs"
+CACHE = Path(
+    os.environ.get("SAMKIT_TEST_CACHE", Path(__file__).resolve().parents[2] / ".cache" / "test-checkpoints")
+)
+# bump when perturbed_state_dict changes, so cached files are remade
+CHECKPOINT_VERSION = 2
 
 # samkit variant name -> reference yaml config
 REFERENCE_CONFIGS = {
@@ -128,6 +133,9 @@ def perturbed_state_dict(variant: str, seed: int = 0, scale: float = 0.02) -> di
             out[k] = (v + noise).contiguous()
         else:
             out[k] = v.clone()
+    # Random weights judge every object absent (object score < 0), which would make every tracked
+    # mask NO_OBJ_SCORE and video comparisons vacuous: raise the object-score bias so they are present.
+    out["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 1.0
     return out
 
 
@@ -140,3 +148,8 @@ def make_checkpoint(variant: str, path: str | os.PathLike, seed: int = 0) -> Pat
         torch.save({"model": perturbed_state_dict(variant, seed)}, tmp)
         os.replace(tmp, path)
     return path
+
+
+def checkpoint(variant: str, seed: int = 0) -> Path:
+    """The perturbed checkpoint of a variant, made once and cached under CACHE."""
+    return make_checkpoint(variant, CACHE / f"{variant}-seed{seed}-v{CHECKPOINT_VERSION}.pt", seed=seed)

@@ -15,7 +15,6 @@ import torch
 
 import oracle
 import samkit
-from conftest import CACHE
 
 pytestmark = pytest.mark.parity
 oracle.setup()
@@ -69,7 +68,7 @@ def assert_masks_match(
 @functools.lru_cache(maxsize=1)
 def _models(variant: str):
     """(reference model, samkit model) on the same perturbed checkpoint; one pair alive at a time."""
-    ckpt = oracle.make_checkpoint(variant, CACHE / f"{variant}-seed0.pt", seed=0)
+    ckpt = oracle.checkpoint(variant)
     return oracle.build_reference(variant, ckpt), samkit.load_model(variant, checkpoint=ckpt, device="cpu")
 
 

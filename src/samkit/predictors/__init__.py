@@ -1,5 +1,6 @@
 """User-facing predictors: images now; video and automatic masks build on the same pieces."""
 
 from .image import ImagePredictor
+from .video import VideoPredictor, VideoState
 
-__all__ = ["ImagePredictor"]
+__all__ = ["ImagePredictor", "VideoPredictor", "VideoState"]

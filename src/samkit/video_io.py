@@ -1,0 +1,266 @@
+"""Video sources read lazily: a video file (PyAV), a folder of frames, or a list of frames.
+
+Frames are decoded on demand and kept in a small LRU cache, so memory does not grow with the length
+of the video (the reference decodes every frame up front). A video that cannot be read raises
+:class:`VideoReadError` naming the file and, where it applies, the frame.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, to_rgb_array
+
+__all__ = [
+    "FrameFolder",
+    "FrameList",
+    "VideoFile",
+    "VideoReadError",
+    "VideoSource",
+    "open_video",
+    "preprocess_frame",
+]
+
+FRAME_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+class VideoReadError(ValueError):
+    """The video (or one of its frames) cannot be read."""
+
+
+def preprocess_frame(frame: np.ndarray, size: int) -> torch.Tensor:
+    """HxWx3 uint8 -> (3, size, size) float32 normalized, the way the reference prepares video frames
+    (PIL bicubic resize of the 8-bit image, then /255 and ImageNet mean/std)."""
+    from PIL import Image
+
+    resized = np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
+    x = torch.from_numpy(resized / 255.0).permute(2, 0, 1).float()  # /255 in float64, as the reference
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
+    return (x - mean) / std
+
+
+class VideoSource:
+    """Random access to RGB frames: ``len(src)``, ``src.height``, ``src.width``, ``src.frame(i)``."""
+
+    height: int
+    width: int
+    name: str
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def frame(self, index: int) -> np.ndarray:  # pragma: no cover - abstract
+        """Frame ``index`` as an HxWx3 uint8 RGB array."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise TypeError(f"frame index must be an int, got {type(index).__name__}")
+        if not 0 <= index < n:
+            raise IndexError(f"frame index {index} out of range for a video of {n} frames (0..{n - 1})")
+        return int(index)
+
+
+class FrameList(VideoSource):
+    """Frames given in memory: a list of HxWx3 uint8 arrays or PIL images (or an (N, H, W, 3) array)."""
+
+    def __init__(self, frames: Sequence) -> None:
+        if len(frames) == 0:
+            raise VideoReadError("the list of frames is empty")
+        self._frames = frames
+        first = to_rgb_array(frames[0])
+        self.height, self.width = first.shape[:2]
+        self.name = f"<{len(frames)} frames>"
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def frame(self, index: int) -> np.ndarray:
+        index = self._check_index(index)
+        try:
+            return to_rgb_array(self._frames[index])
+        except (TypeError, ValueError) as e:
+            raise VideoReadError(f"frame {index}: {e}") from None
+
+
+def _natural_key(path: Path):
+    stem = path.stem
+    return (
+        (0, int(stem), "")
+        if stem.isdigit()
+        else (1, 0, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", stem)])
+    )
+
+
+class FrameFolder(VideoSource):
+    """A folder of image files, one per frame, in numeric (natural) order of their names."""
+
+    def __init__(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        self.paths = sorted(
+            (p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and p.is_file()),
+            key=_natural_key,
+        )
+        if not self.paths:
+            raise VideoReadError(f"no frames (JPEG/PNG images) found in {folder}")
+        self.name = str(folder)
+        first = self.frame(0)
+        self.height, self.width = first.shape[:2]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def frame(self, index: int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        index = self._check_index(index)
+        try:
+            with Image.open(self.paths[index]) as im:
+                return to_rgb_array(im)
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise VideoReadError(f"cannot read frame {index} ({self.paths[index].name}): {e}") from None
+
+
+class VideoFile(VideoSource):
+    """A video file decoded with PyAV. Sequential access decodes forward; a jump seeks to the nearest
+    keyframe first. Frame timestamps are indexed once from the packets, without decoding."""
+
+    # decoding forward beats seeking for gaps up to this many frames
+    MAX_FORWARD_GAP = 48
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            import av
+        except ImportError:  # pragma: no cover - av is a dependency
+            raise VideoReadError("reading video files needs PyAV: pip install av") from None
+        self.path = Path(path)
+        self.name = str(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"video not found: {path}")
+        try:
+            self._container = av.open(str(self.path))
+            streams = self._container.streams.video
+            if not streams:
+                raise VideoReadError(f"{path} has no video stream")
+            self._stream = streams[0]
+            self._stream.thread_type = "AUTO"
+            pts = [p.pts for p in self._container.demux(self._stream) if p.pts is not None and p.size > 0]
+        except VideoReadError:
+            raise
+        except Exception as e:  # av.error.* for truncated or non-video files
+            raise VideoReadError(f"cannot read video {path}: {e}") from None
+        if not pts:
+            raise VideoReadError(f"video {path} has no frames")
+        self._pts = sorted(pts)
+        self._index_of_pts = {p: i for i, p in enumerate(self._pts)}
+        self.width = self._stream.codec_context.width
+        self.height = self._stream.codec_context.height
+        self.fps = float(self._stream.average_rate) if self._stream.average_rate else 30.0
+        self._iter = None
+        self._next = 0
+        self._seek(0)
+
+    def __len__(self) -> int:
+        return len(self._pts)
+
+    def _seek(self, index: int) -> None:
+        self._container.seek(self._pts[index], stream=self._stream, backward=True, any_frame=False)
+        self._iter = self._container.decode(self._stream)
+        self._next = None  # unknown until the first decoded frame tells its timestamp
+
+    def frame(self, index: int) -> np.ndarray:
+        index = self._check_index(index)
+        if self._next is None or index < self._next or index > self._next + self.MAX_FORWARD_GAP:
+            self._seek(index)
+        try:
+            while True:
+                f = next(self._iter)
+                i = self._index_of_pts.get(f.pts)
+                if i is None:
+                    continue
+                self._next = i + 1
+                if i == index:
+                    return f.to_ndarray(format="rgb24")
+                if i > index:  # the frame we want was skipped by the decoder
+                    raise VideoReadError(f"frame {index} of {self.path} could not be decoded")
+        except StopIteration:
+            raise VideoReadError(
+                f"video {self.path} ended before frame {index} (the file may be truncated)"
+            ) from None
+        except VideoReadError:
+            raise
+        except Exception as e:
+            self._next = None
+            raise VideoReadError(f"cannot decode frame {index} of {self.path}: {e}") from None
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def open_video(video) -> VideoSource:
+    """A :class:`VideoSource` for a video file path, a folder of frames, a list of frames, or a source."""
+    if isinstance(video, VideoSource):
+        return video
+    if isinstance(video, (str, Path)):
+        p = Path(video)
+        if p.is_dir():
+            return FrameFolder(p)
+        if not p.exists():
+            raise FileNotFoundError(f"video not found: {video}")
+        if p.suffix.lower() in FRAME_EXTENSIONS:
+            return FrameList([to_rgb_array(_read_image(p))])
+        return VideoFile(p)
+    if isinstance(video, np.ndarray) and video.ndim == 4:
+        return FrameList(list(video))
+    if isinstance(video, (list, tuple)):
+        return FrameList(video)
+    raise TypeError(
+        f"expected a video path, a folder of frames or a list of frames, got {type(video).__name__}"
+    )
+
+
+def _read_image(path: Path):
+    from .transforms import load_image
+
+    return load_image(path)
+
+
+class FrameCache:
+    """LRU cache of preprocessed (3, S, S) frames, bounded by ``capacity`` entries."""
+
+    def __init__(
+        self, source: VideoSource, size: int, capacity: int = 8, device: torch.device | str = "cpu"
+    ) -> None:
+        self.source, self.size, self.capacity, self.device = (
+            source,
+            size,
+            max(1, capacity),
+            torch.device(device),
+        )
+        self._items: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        x = self._items.get(index)
+        if x is None:
+            x = preprocess_frame(self.source.frame(index), self.size).to(self.device)
+            self._items[index] = x
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        else:
+            self._items.move_to_end(index)
+        return x
+
+    def __len__(self) -> int:
+        return len(self.source)
