@@ -205,3 +205,115 @@ def test_help_lists_commands(capsys):
     for cmd in ("segment", "models", "download"):
         assert cmd in out
     assert main([]) == 2
+
+
+# --- samkit track ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from videogen import synthetic_frames, write_mp4
+
+    return write_mp4(tmp_path_factory.mktemp("clip") / "clip.mp4", synthetic_frames(12))
+
+
+def test_track_writes_masks_annotations_and_overlay(capsys, tmp_path, clip, tiny_checkpoint):
+    import av
+    import pycocotools.mask as coco
+
+    out = tmp_path / "result"
+    code, stdout, err = run(
+        capsys,
+        "track",
+        clip,
+        "--prompt",
+        "3:1:15,30",
+        "--prompt",
+        "3:1:80,10:0",
+        "--prompt",
+        "0:car:box=60,30,90,60",
+        "--out",
+        out,
+        "--quiet",
+        "--model",
+        "test-tiny",
+        "--checkpoint",
+        tiny_checkpoint,
+    )
+    assert code == 0, err
+    assert "through 12 of 12 frames" in stdout
+    ann = json.loads((out / "annotations.json").read_text())
+    assert ann["complete"] is True and ann["video_frame_count"] == 12
+    assert ann["masklet_id"] == ["car", 1] and ann["frame_indices"] == list(range(12))
+    assert ann["video_height"] == 72 and ann["video_width"] == 96
+    for f, per_obj in zip(ann["frame_indices"], ann["masklet"]):
+        for obj_id, r in zip(ann["masklet_id"], per_obj):
+            png = np.array(Image.open(out / "masks" / str(obj_id) / f"{f:05d}.png")) > 0
+            decoded = coco.decode({"size": r["size"], "counts": r["counts"].encode()}).astype(bool)
+            np.testing.assert_array_equal(decoded, png)
+    with av.open(str(out / "overlay.mp4")) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 12 and frames[0].width == 96
+
+
+def test_track_bad_inputs_are_one_line(capsys, tmp_path, clip, tiny_checkpoint):
+    base = [
+        "--out",
+        str(tmp_path / "o"),
+        "--model",
+        "test-tiny",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--quiet",
+    ]
+    for argv, fragment in [
+        (["track", str(clip)], "at least one --prompt"),
+        (["track", str(clip), "--prompt", "0:1:abc"], "bad prompt"),
+        (["track", str(clip), "--prompt", "99:1:5,5"], "out of range"),
+        (["track", str(clip), "--prompt", "0:1:500,5"], "outside"),
+        (["track", str(tmp_path / "missing.mp4"), "--prompt", "0:1:5,5"], "not found"),
+    ]:
+        code, _, err = run(capsys, *argv, *base)
+        assert code == 1 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"garbage" * 50)
+    code, _, err = run(capsys, "track", bad, "--prompt", "0:1:5,5", *base)
+    assert code == 1 and "cannot read video" in err
+
+
+def test_track_failure_halfway_keeps_written_frames(capsys, tmp_path, clip, tiny_checkpoint, monkeypatch):
+    """A video that breaks at frame 7: frames before it stay written and the error says where."""
+    from samkit.video_io import VideoFile, VideoReadError
+
+    real = VideoFile.frame
+
+    def broken(self, index):
+        if index >= 7:
+            raise VideoReadError(f"cannot decode frame {index} of {self.path}: corrupt data")
+        return real(self, index)
+
+    monkeypatch.setattr(VideoFile, "frame", broken)
+    out = tmp_path / "partial"
+    code, _, err = run(
+        capsys,
+        "track",
+        clip,
+        "--prompt",
+        "0:1:15,30",
+        "--out",
+        out,
+        "--quiet",
+        "--model",
+        "test-tiny",
+        "--checkpoint",
+        tiny_checkpoint,
+    )
+    assert code == 1 and "stopped at frame 7" in err and "7 frames written" in err
+    written = sorted(p.name for p in (out / "masks" / "1").iterdir())
+    assert written == [f"{i:05d}.png" for i in range(7)]
+    for p in (out / "masks" / "1").iterdir():
+        Image.open(p).verify()  # complete files, no partial writes
+    ann = json.loads((out / "annotations.json").read_text())
+    assert (
+        ann["complete"] is False and ann["stopped_at_frame"] == 7 and ann["frame_indices"] == list(range(7))
+    )

@@ -1,0 +1,115 @@
+"""COCO run-length encoding, byte-compatible with pycocotools, in numpy (no compiled extension).
+
+A mask is flattened in column-major (Fortran) order; ``counts`` alternate between runs of 0s and 1s,
+starting with 0s. The compressed form is the string pycocotools writes (``maskApi.c``'s
+``rleToString``): each count, delta-coded against the count two before it from the fourth on, in
+little-endian 5-bit groups with a continuation bit, offset by 48.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "area",
+    "counts_to_string",
+    "decode",
+    "encode",
+    "encode_uncompressed",
+    "string_to_counts",
+    "to_bbox",
+]
+
+
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """Run lengths of a (H, W) mask in column-major order, starting with a (possibly empty) 0-run."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    if flat.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds)
+    if flat[0]:
+        runs = np.concatenate([[0], runs])
+    return runs.astype(np.int64)
+
+
+def encode_uncompressed(mask: np.ndarray) -> dict:
+    """(H, W) mask -> ``{"size": [H, W], "counts": [int, ...]}`` (COCO uncompressed RLE)."""
+    h, w = np.shape(mask)
+    return {"size": [int(h), int(w)], "counts": _runs(mask).tolist()}
+
+
+def counts_to_string(counts) -> str:
+    """Compress run lengths into the pycocotools string form."""
+    out = bytearray()
+    cnts = [int(c) for c in counts]
+    for i, c in enumerate(cnts):
+        x = c - cnts[i - 2] if i > 2 else c
+        more = True
+        while more:
+            ch = x & 0x1F
+            x >>= 5  # arithmetic shift, as in C for negative deltas
+            more = (x != -1) if (ch & 0x10) else (x != 0)
+            if more:
+                ch |= 0x20
+            out.append(ch + 48)
+    return out.decode("ascii")
+
+
+def string_to_counts(s: str | bytes) -> list[int]:
+    """Inverse of :func:`counts_to_string`."""
+    data = s.encode("ascii") if isinstance(s, str) else bytes(s)
+    cnts: list[int] = []
+    p = 0
+    while p < len(data):
+        x = k = 0
+        more = True
+        while more:
+            c = data[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(cnts) > 2:
+            x += cnts[-2]
+        cnts.append(x)
+    return cnts
+
+
+def encode(mask: np.ndarray) -> dict:
+    """(H, W) mask -> ``{"size": [H, W], "counts": "..."}``, the string pycocotools' encode gives."""
+    h, w = np.shape(mask)
+    return {"size": [int(h), int(w)], "counts": counts_to_string(_runs(mask))}
+
+
+def _counts(rle: dict) -> list[int]:
+    c = rle["counts"]
+    return string_to_counts(c) if isinstance(c, (str, bytes)) else [int(v) for v in c]
+
+
+def decode(rle: dict) -> np.ndarray:
+    """RLE (compressed or not) -> (H, W) bool mask."""
+    h, w = rle["size"]
+    counts = np.asarray(_counts(rle), dtype=np.int64)
+    if counts.sum() != h * w:
+        raise ValueError(f"RLE counts sum to {int(counts.sum())}, expected {h * w} for size {h}x{w}")
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True
+    return np.repeat(values, counts).reshape((w, h)).T
+
+
+def area(rle: dict) -> int:
+    return int(sum(_counts(rle)[1::2]))
+
+
+def to_bbox(rle: dict) -> list[float]:
+    """COCO bbox [x, y, width, height] of an RLE mask ([0, 0, 0, 0] when empty)."""
+    m = decode(rle)
+    if not m.any():
+        return [0.0, 0.0, 0.0, 0.0]
+    ys = np.flatnonzero(m.any(axis=1))
+    xs = np.flatnonzero(m.any(axis=0))
+    return [float(xs[0]), float(ys[0]), float(xs[-1] - xs[0] + 1), float(ys[-1] - ys[0] + 1)]

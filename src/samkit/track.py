@@ -1,0 +1,241 @@
+"""Track prompted objects through a video and write the results to a folder (``samkit track``).
+
+Output folder:
+  masks/<obj_id>/<frame:05d>.png   one binary PNG per object and frame, each written atomically;
+  annotations.json                 COCO RLE masks per frame and object in the SA-V "masklet" layout;
+  overlay.mp4                      the video with every object's mask drawn in its own colour.
+
+If reading or tracking fails halfway, what was written stays intact, ``annotations.json`` records the
+frames done (``"complete": false`` and where it stopped) and :class:`TrackingInterrupted` says where.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import rle
+from .predictors.video import VideoPredictor
+from .video_io import VideoSource
+from .visualize import PALETTE, mask_to_png, overlay_masks
+
+__all__ = ["Prompt", "TrackResult", "TrackingInterrupted", "parse_prompt", "track_to_folder"]
+
+
+@dataclass
+class Prompt:
+    """Prompts for one object on one frame: clicks (x, y, label) and/or a box."""
+
+    frame: int
+    obj_id: int | str
+    points: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float] | None = None
+
+
+_PROMPT = re.compile(r"^(\d+):([^:]+):(.+)$")
+
+
+def parse_prompt(text: str) -> Prompt:
+    """``FRAME:OBJ:X,Y[:LABEL]`` (a click, label 1 or 0) or ``FRAME:OBJ:box=X0,Y0,X1,Y1``."""
+    m = _PROMPT.match(text.strip())
+    if not m:
+        raise ValueError(
+            f"prompt must look like FRAME:OBJ:X,Y[:LABEL] or FRAME:OBJ:box=X0,Y0,X1,Y1, got {text!r}"
+        )
+    frame, obj, rest = int(m.group(1)), m.group(2), m.group(3)
+    obj_id: int | str = int(obj) if obj.isdigit() else obj
+    try:
+        if rest.startswith("box="):
+            box = tuple(float(v) for v in rest[4:].split(","))
+            if len(box) != 4 or not all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
+                raise ValueError
+            return Prompt(frame, obj_id, box=box)  # type: ignore[arg-type]
+        coords, _, label = rest.partition(":")
+        x, y = (float(v) for v in coords.split(","))
+        lab = int(label) if label else 1
+        if lab not in (0, 1) or not (np.isfinite(x) and np.isfinite(y)):
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"bad prompt {text!r}: use FRAME:OBJ:X,Y[:LABEL] with LABEL 1 or 0, or "
+            "FRAME:OBJ:box=X0,Y0,X1,Y1 with X1 > X0 and Y1 > Y0"
+        ) from None
+    return Prompt(frame, obj_id, points=[(x, y)], labels=[lab])
+
+
+def merge_prompts(prompts: list[Prompt]) -> list[Prompt]:
+    """Combine the clicks (and at most one box) given for the same object and frame."""
+    merged: dict[tuple[int, int | str], Prompt] = {}
+    for p in prompts:
+        key = (p.frame, p.obj_id)
+        q = merged.setdefault(key, Prompt(p.frame, p.obj_id))
+        q.points += p.points
+        q.labels += p.labels
+        if p.box is not None:
+            if q.box is not None:
+                raise ValueError(f"two boxes for object {p.obj_id} on frame {p.frame}")
+            q.box = p.box
+    return list(merged.values())
+
+
+class TrackingInterrupted(RuntimeError):
+    """Tracking stopped before the end; ``frames_done`` were written."""
+
+    def __init__(self, message: str, stopped_at: int | None, frames_done: int) -> None:
+        super().__init__(message)
+        self.stopped_at = stopped_at
+        self.frames_done = frames_done
+
+
+@dataclass
+class TrackResult:
+    out_dir: Path
+    num_frames: int
+    frames_done: int
+    obj_ids: list
+    annotations: Path
+    overlay: Path | None
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_annotations(
+    path: Path,
+    source: VideoSource,
+    obj_ids: list,
+    per_frame: dict[int, list[dict]],
+    complete: bool,
+    stopped_at: int | None,
+    error: str | None,
+) -> None:
+    frames = sorted(per_frame)
+    present = {i: [f for f in frames if rle.area(per_frame[f][i]) > 0] for i in range(len(obj_ids))}
+    doc = {
+        "video_id": Path(source.name).stem,
+        "video_frame_count": len(source),
+        "video_height": source.height,
+        "video_width": source.width,
+        "video_fps": getattr(source, "fps", None),
+        "complete": complete,
+        "stopped_at_frame": stopped_at,
+        "error": error,
+        "masklet_id": [str(o) if not isinstance(o, int) else o for o in obj_ids],
+        "masklet_num": len(obj_ids),
+        "masklet_first_appeared_frame": [present[i][0] if present[i] else None for i in range(len(obj_ids))],
+        "masklet_frame_count": [len(present[i]) for i in range(len(obj_ids))],
+        "frame_indices": frames,
+        # masklet[k][j]: COCO RLE of object j on frame frame_indices[k]
+        "masklet": [per_frame[f] for f in frames],
+    }
+    _atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
+
+
+def track_to_folder(
+    predictor: VideoPredictor,
+    video,
+    prompts: list[Prompt],
+    out_dir: str | Path,
+    write_pngs: bool = True,
+    write_overlay: bool = True,
+    offload_state_to_cpu: bool = False,
+    progress: bool = True,
+) -> TrackResult:
+    """Prompt, propagate forward (then backward from the first prompted frame) and write the results."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = merge_prompts(prompts)
+    if not prompts:
+        raise ValueError("give at least one prompt")
+    state = predictor.init_state(video, offload_state_to_cpu=offload_state_to_cpu)
+    source = state.video
+    for p in prompts:
+        if not 0 <= p.frame < state.num_frames:
+            raise ValueError(
+                f"prompt frame {p.frame} out of range: the video has {state.num_frames} frames "
+                f"(0..{state.num_frames - 1})"
+            )
+        for x, y in p.points:
+            if not (0 <= x < state.video_width and 0 <= y < state.video_height):
+                raise ValueError(
+                    f"point {x:g},{y:g} on frame {p.frame} lies outside the "
+                    f"{state.video_width}x{state.video_height} video"
+                )
+    for p in sorted(prompts, key=lambda p: p.frame):
+        predictor.add_new_points_or_box(
+            state, p.frame, p.obj_id, points=p.points or None, labels=p.labels or None, box=p.box
+        )
+    obj_ids = state.obj_ids
+    per_frame: dict[int, list[dict]] = {}
+    start = min(p.frame for p in prompts)
+    current: int | None = None
+    ann = out / "annotations.json"
+    try:
+        passes = [dict(reverse=False)] + ([dict(start_frame_idx=start, reverse=True)] if start > 0 else [])
+        for kwargs in passes:
+            for f, _, logits in predictor.propagate_in_video(state, **kwargs):
+                current = f
+                masks = (logits[:, 0] > 0).cpu().numpy()
+                if write_pngs:
+                    for obj_id, m in zip(obj_ids, masks):
+                        d = out / "masks" / str(obj_id)
+                        d.mkdir(parents=True, exist_ok=True)
+                        _atomic_write(d / f"{f:05d}.png", lambda p, m=m: mask_to_png(m).save(p, format="PNG"))
+                per_frame[f] = [rle.encode(m) for m in masks]
+                current = None
+    except (Exception, KeyboardInterrupt) as e:
+        stopped = current if current is not None else (max(per_frame) + 1 if per_frame else start)
+        msg = (
+            f"stopped at frame {stopped}: {e}"
+            if str(e)
+            else f"stopped at frame {stopped} ({type(e).__name__})"
+        )
+        _write_annotations(ann, source, obj_ids, per_frame, False, stopped, str(e) or type(e).__name__)
+        raise TrackingInterrupted(
+            f"{msg}; {len(per_frame)} frames written to {out}", stopped, len(per_frame)
+        ) from e
+    _write_annotations(ann, source, obj_ids, per_frame, True, None, None)
+    overlay = None
+    if write_overlay:
+        overlay = out / "overlay.mp4"
+        _write_overlay(overlay, source, obj_ids, per_frame, progress)
+    return TrackResult(out, state.num_frames, len(per_frame), obj_ids, ann, overlay)
+
+
+def _write_overlay(
+    path: Path, source: VideoSource, obj_ids: list, per_frame: dict[int, list[dict]], progress: bool = True
+) -> None:
+    """An H.264 video of the tracked frames with the masks drawn (frames decoded again, one at a time)."""
+    import av
+    from tqdm.auto import tqdm
+
+    fps = getattr(source, "fps", None) or 10.0
+    w, h = source.width - source.width % 2, source.height - source.height % 2  # yuv420p needs even sizes
+
+    def write(tmp: Path) -> None:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=round(float(fps)))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.options = {"crf": "23", "preset": "veryfast"}
+            for f in tqdm(sorted(per_frame), desc="write overlay", disable=not progress):
+                image = source.frame(f)
+                masks = [rle.decode(r) for r in per_frame[f]]
+                pic = np.asarray(overlay_masks(image, masks, colors=PALETTE))[:h, :w]
+                for packet in stream.encode(
+                    av.VideoFrame.from_ndarray(np.ascontiguousarray(pic), format="rgb24")
+                ):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+    _atomic_write(path, write)

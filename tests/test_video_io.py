@@ -1,0 +1,106 @@
+"""Lazy video sources: files (PyAV), folders, lists; random access and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from samkit.video_io import FrameCache, FrameFolder, FrameList, VideoFile, VideoReadError, open_video
+from videogen import synthetic_frames, write_folder, write_mp4
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory):
+    return write_mp4(tmp_path_factory.mktemp("v") / "clip.mp4", synthetic_frames(30))
+
+
+def test_video_file_random_access_equals_sequential(mp4):
+    v = VideoFile(mp4)
+    assert len(v) == 30 and (v.height, v.width) == (72, 96)
+    seq = [v.frame(i) for i in range(30)]
+    v2 = VideoFile(mp4)
+    for i in [29, 3, 17, 16, 0, 25, 8, 9]:  # backwards, across keyframes, repeated
+        np.testing.assert_array_equal(v2.frame(i), seq[i])
+    # each decoded frame is closest to the frame encoded at its index (lossy codec: not equal)
+    src = np.stack(synthetic_frames(30)).astype(int)
+    for i in range(30):
+        assert np.abs(src - seq[i].astype(int)).mean(axis=(1, 2, 3)).argmin() == i
+
+
+def test_shared_dog_video(data_dir):
+    v = VideoFile(data_dir / "videos" / "dog.mp4")
+    assert len(v) == 289 and (v.width, v.height) == (1280, 720) and abs(v.fps - 29.97) < 0.01
+    assert v.frame(288).shape == (720, 1280, 3)
+
+
+def test_folder_sorted_numerically(tmp_path):
+    frames = synthetic_frames(12)
+    folder = tmp_path / "f"
+    folder.mkdir()
+    from PIL import Image
+
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i}.png")  # 0.png, 1.png, ..., 10.png, 11.png
+    src = FrameFolder(folder)
+    assert [p.name for p in src.paths][:3] == ["0.png", "1.png", "2.png"] and src.paths[10].name == "10.png"
+    np.testing.assert_array_equal(src.frame(10), frames[10])
+
+
+def test_open_video_dispatch(tmp_path, mp4):
+    assert isinstance(open_video(str(mp4)), VideoFile)
+    assert isinstance(open_video(write_folder(tmp_path / "d", synthetic_frames(3))), FrameFolder)
+    assert isinstance(open_video(synthetic_frames(3)), FrameList)
+    assert len(open_video(np.stack(synthetic_frames(4)))) == 4
+
+
+def test_frame_cache_is_bounded(mp4):
+    cache = FrameCache(VideoFile(mp4), size=64, capacity=3)
+    for i in range(10):
+        assert cache[i].shape == (3, 64, 64)
+    assert len(cache._items) == 3
+
+
+@pytest.mark.parametrize(
+    "kind", ["missing", "garbage", "truncated", "empty_folder", "empty_list", "not_video"]
+)
+def test_unreadable_videos(tmp_path, mp4, kind):
+    if kind == "missing":
+        with pytest.raises(FileNotFoundError):
+            open_video(tmp_path / "nope.mp4")
+        return
+    if kind == "garbage":
+        bad = tmp_path / "bad.mp4"
+        bad.write_bytes(b"\x00\x01garbage" * 100)
+        with pytest.raises(VideoReadError, match="cannot read video"):
+            open_video(bad)
+        return
+    if kind == "truncated":
+        data = mp4.read_bytes()
+        cut = tmp_path / "cut.mp4"
+        cut.write_bytes(data[: len(data) // 3])
+        with pytest.raises(VideoReadError):
+            v = open_video(cut)
+            for i in range(len(v)):
+                v.frame(i)
+        return
+    if kind == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(VideoReadError, match="no frames"):
+            open_video(tmp_path / "empty")
+        return
+    if kind == "empty_list":
+        with pytest.raises(VideoReadError, match="empty"):
+            open_video([])
+        return
+    with pytest.raises(TypeError):
+        open_video(42)
+
+
+def test_frame_index_errors(mp4):
+    v = VideoFile(mp4)
+    with pytest.raises(IndexError, match="out of range"):
+        v.frame(30)
+    with pytest.raises(IndexError):
+        v.frame(-1)
+    with pytest.raises(TypeError):
+        v.frame(1.5)
