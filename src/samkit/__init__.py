@@ -3,11 +3,12 @@
 from .checkpoints import CheckpointError, DownloadError, build_model, download_checkpoint, load_model
 from .configs import VARIANTS, HieraConfig, ModelConfig, get_config, variant_names
 from .modeling import SAM2Model
-from .predictors import ImagePredictor, VideoPredictor, VideoState
+from .predictors import AutomaticMaskGenerator, ImagePredictor, VideoPredictor, VideoState
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutomaticMaskGenerator",
     "VARIANTS",
     "CheckpointError",
     "DownloadError",

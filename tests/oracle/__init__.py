@@ -153,3 +153,28 @@ def make_checkpoint(variant: str, path: str | os.PathLike, seed: int = 0) -> Pat
 def checkpoint(variant: str, seed: int = 0) -> Path:
     """The perturbed checkpoint of a variant, made once and cached under CACHE."""
     return make_checkpoint(variant, CACHE / f"{variant}-seed{seed}-v{CHECKPOINT_VERSION}.pt", seed=seed)
+
+
+def reference_video_state(predictor, frames: list[np.ndarray]):
+    """A reference video session on in-memory RGB frames (its mp4 reader needs decord, which is not
+    installed here). The frames are prepared the way its JPEG loader prepares files: PIL resize to
+    the model size, /255 in float64, then ImageNet mean/std in float32."""
+    from PIL import Image
+    from sam2 import sam2_video_predictor as vp
+
+    s = predictor.image_size
+    images = torch.stack(
+        [
+            torch.from_numpy(np.array(Image.fromarray(f).resize((s, s))) / 255.0).permute(2, 0, 1)
+            for f in frames
+        ]
+    ).float()
+    images -= torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    images /= torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    h, w = frames[0].shape[:2]
+    real = vp.load_video_frames
+    vp.load_video_frames = lambda **kw: (images, h, w)
+    try:
+        return predictor.init_state("<frames>")
+    finally:
+        vp.load_video_frames = real

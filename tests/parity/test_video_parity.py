@@ -20,7 +20,7 @@ import torch
 import oracle
 import samkit
 from samkit.configs import get_config
-from samkit.video_io import FrameFolder, VideoFile, preprocess_frame
+from samkit.video_io import FrameFolder, VideoFile
 
 pytestmark = pytest.mark.parity
 oracle.setup()
@@ -41,18 +41,7 @@ def _pair(variant: str, image_size: int):
 
 
 def _ref_state(ref, frames: list[np.ndarray]):
-    """A reference session on frames we decoded ourselves (the reference reads mp4 with decord,
-    which is not installed here); frames are prepared exactly as its JPEG loader does."""
-    from sam2 import sam2_video_predictor as vp
-
-    images = torch.stack([preprocess_frame(f, ref.image_size) for f in frames])
-    h, w = frames[0].shape[:2]
-    real = vp.load_video_frames
-    vp.load_video_frames = lambda **kw: (images, h, w)
-    try:
-        return ref.init_state("<frames>")
-    finally:
-        vp.load_video_frames = real
+    return oracle.reference_video_state(ref, frames)
 
 
 def session(pred, state, h: int, w: int, n: int) -> list[tuple[str, int, list, np.ndarray]]:

@@ -290,6 +290,27 @@ class ImagePredictor:
 
         Returns masks (B, M, H, W), scores (B, M), low-res logits (B, M, h, w) clamped to +-32.
         """
+        low_res, ious = self._decode(point_coords, point_labels, boxes, mask_input, multimask_output, img_idx)
+        masks = T.postprocess_masks(
+            low_res, self._orig_hw[img_idx], self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
+        )
+        low_res = torch.clamp(low_res, -32.0, 32.0)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, ious, low_res
+
+    @torch.inference_mode()
+    def _decode(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        img_idx: int = -1,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder only: low-res logits (B, M, h, w) float32 (not clamped) and
+        scores (B, M), with no upsampling — callers upsample only what they keep."""
         if not self._is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         points = None if point_coords is None else (point_coords, point_labels)
@@ -321,10 +342,4 @@ class ImagePredictor:
             repeat_image=batched,
             high_res_features=high_res,
         )
-        masks = T.postprocess_masks(
-            low_res, self._orig_hw[img_idx], self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
-        )
-        low_res = torch.clamp(low_res.float(), -32.0, 32.0)
-        if not return_logits:
-            masks = masks > self.mask_threshold
-        return masks, ious.float(), low_res
+        return low_res.float(), ious.float()
