@@ -122,15 +122,19 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat(heads, dim=0).unsqueeze(0).expand(b, -1, -1)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
 
-        if repeat_image:
-            src = torch.repeat_interleave(image_embeddings, b, dim=0)
+        dense = dense_prompt_embeddings
+        if repeat_image and (dense.shape[0] == 1 or dense.stride(0) == 0):
+            # one image and one dense embedding (no mask prompt) for every prompt: keep batch 1 and
+            # let the transformer broadcast it, instead of copying the image B times
+            src = image_embeddings + dense[:1]
+        elif repeat_image:
+            src = torch.repeat_interleave(image_embeddings, b, dim=0) + dense
         else:
             if image_embeddings.shape[0] != b:
                 raise ValueError(f"{image_embeddings.shape[0]} image embeddings for {b} prompts")
-            src = image_embeddings
-        src = src + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, b, dim=0)
-        _, c, h, w = src.shape
+            src = image_embeddings + dense
+        pos_src = image_pe  # (1, C, h, w), broadcast over the batch
+        c, h, w = src.shape[1:]
 
         hs, src = self.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, s, :]

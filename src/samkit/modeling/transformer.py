@@ -40,7 +40,11 @@ class Attention(nn.Module):
         return x.transpose(1, 2).reshape(b, n, h * d)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # An input with batch 1 is shared by the whole batch: it is projected once, then broadcast
+        # (the decoder's first layer sees the same image for every prompt).
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        b = max(q.shape[0], k.shape[0], v.shape[0])
+        q, k, v = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (q, k, v))
         return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
 
 

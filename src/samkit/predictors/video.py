@@ -13,8 +13,9 @@ Same methods and arguments as the reference ``SAM2VideoPredictor`` (``init_state
   been returned, and only its object pointer and object score stay (a few KB). A later click on
   such a frame starts without the previous logits, and a frame returned by ``add_new_points_or_box``
   shows such an object as absent. ``keep_all_outputs=True`` keeps everything, as the reference does.
-* **Objects are batched**: objects whose memory covers the same frames run through memory
-  attention, the decoder and the memory encoder together on each frame.
+* **Objects can be batched**: objects whose memory covers the same frames run through memory
+  attention, the decoder and the memory encoder together on each frame (``batch_objects``; on by
+  default on CUDA only: on the CPU the attention is compute-bound and one batch measured slower).
 
 State is a typed :class:`VideoState` (it also answers ``state["num_frames"]``-style lookups of the
 reference's dict for the common keys).
@@ -153,7 +154,9 @@ class VideoPredictor:
             within ``num_maskmem`` frames of it.
         add_all_frames_to_correct_as_cond: corrections on tracked frames become conditioning frames.
         binarize_mask_from_pts_for_mem_enc: memory of clicked frames sees the thresholded mask (reference: on).
-        batch_objects: run objects with the same memory layout as one batch.
+        batch_objects: run objects with the same memory layout as one batch (results are the same).
+            Default: on CUDA, where one large batch fills the GPU; off on the CPU, where memory
+            attention is compute-bound and batching measured slower (benchmarks/bench_video_objects.py).
         keep_all_outputs: keep every frame's memory and logits (the reference's behaviour; unbounded).
         keep_window: frames around the tracking front and prompted frames whose state is kept (default 16).
         feature_cache_size / frame_cache_size: frames whose backbone features / pixels stay cached.
@@ -168,7 +171,7 @@ class VideoPredictor:
         clear_non_cond_mem_around_input: bool = False,
         add_all_frames_to_correct_as_cond: bool = False,
         binarize_mask_from_pts_for_mem_enc: bool = True,
-        batch_objects: bool = True,
+        batch_objects: bool | None = None,
         keep_all_outputs: bool = False,
         keep_window: int | None = None,
         feature_cache_size: int = 4,
@@ -187,7 +190,7 @@ class VideoPredictor:
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.binarize_mask_from_pts_for_mem_enc = binarize_mask_from_pts_for_mem_enc
-        self.batch_objects = batch_objects
+        self.batch_objects = model.device.type == "cuda" if batch_objects is None else batch_objects
         self.keep_all_outputs = keep_all_outputs
         cfg = model.cfg
         self.keep_window = (

@@ -1,0 +1,109 @@
+"""Automatic masks for one photo: the reference vs samkit (exact) vs samkit --fast, one run, same weights.
+
+    python benchmarks/bench_amg.py [--variant sam2.1-hiera-tiny] [--size 1200x800] [--points-per-side 32]
+
+Default generator settings (32x32 points, pred_iou_thresh 0.8, stability 0.95, NMS 0.7). Weights:
+the perturbed reference model, with its mask logits scaled x25 and its IoU head shifted up, so that
+masks are confident and scores straddle the thresholds as a trained model's do (random weights would
+let every mask fail the first filter, which flatters both packages). Prints wall times, samkit's
+per-stage split, mask counts, whether the exact output equals the reference's, and the fast mode's
+mask IoU against the exact mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from _common import DATA, ROOT, emit_json
+
+
+def bench_checkpoint(variant: str):
+    import oracle
+
+    path = ROOT / ".cache" / "test-checkpoints" / f"{variant}-amgbench-v{oracle.CHECKPOINT_VERSION}.pt"
+    if not path.exists():
+        sd = torch.load(oracle.checkpoint(variant), weights_only=True)["model"]
+        for i in range(4):
+            for p in ("weight", "bias"):
+                sd[f"sam_mask_decoder.output_hypernetworks_mlps.{i}.layers.2.{p}"] *= 25.0
+        sd["sam_mask_decoder.iou_prediction_head.layers.2.bias"] += 1.5
+        torch.save({"model": sd}, path)
+    return path
+
+
+def match_iou(a: list[dict], b: list[dict]) -> float:
+    """Mean over masks of `a` of the best IoU with a mask of `b` (1.0 when both are empty)."""
+    from samkit import rle
+
+    if not a:
+        return 1.0 if not b else 0.0
+    bm = [rle.decode(x["segmentation"]) for x in b]
+    scores = []
+    for x in a:
+        m = rle.decode(x["segmentation"])
+        best = 0.0
+        for y in bm:
+            inter = np.logical_and(m, y).sum()
+            if inter:
+                best = max(best, inter / np.logical_or(m, y).sum())
+        scores.append(best)
+    return float(np.mean(scores))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", default="sam2.1-hiera-tiny")
+    ap.add_argument("--size", default="1200x800", help="the photo is resized to WxH")
+    ap.add_argument("--points-per-side", type=int, default=32)
+    ap.add_argument("--no-reference", action="store_true")
+    args = ap.parse_args()
+
+    from PIL import Image
+
+    import oracle
+    import samkit
+    from samkit.transforms import load_image
+
+    oracle.setup()
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    w, h = (int(v) for v in args.size.split("x"))
+    image = np.asarray(Image.fromarray(load_image(DATA / "images" / "truck.jpg")).resize((w, h), Image.Resampling.BILINEAR))
+    ckpt = bench_checkpoint(args.variant)
+    kw = dict(points_per_side=args.points_per_side, output_mode="coco_rle")
+    rows = {}
+    outputs = {}
+    model = samkit.load_model(args.variant, checkpoint=ckpt, device="cpu")
+    runs = [("samkit", lambda: samkit.AutomaticMaskGenerator(model, **kw)),
+            ("samkit-fast", lambda: samkit.AutomaticMaskGenerator(model, fast=True, **kw))]
+    if not args.no_reference:
+        ref_model = oracle.build_reference(args.variant, ckpt)
+        runs.insert(0, ("reference", lambda: SAM2AutomaticMaskGenerator(ref_model, **kw)))
+    for name, make in runs:
+        gen = make()
+        with torch.inference_mode():
+            t = time.perf_counter()
+            outputs[name] = gen.generate(image)
+            seconds = time.perf_counter() - t
+        rows[name] = {"seconds": seconds, "masks": len(outputs[name]),
+                      "stages": {k: round(v, 3) for k, v in getattr(gen, "timings", {}).items()}}
+        print(f"{name:<12} {seconds:8.2f} s  {len(outputs[name]):4d} masks  {rows[name]['stages'] or ''}", flush=True)
+    if "reference" in rows:
+        rows["samkit"]["equal_to_reference"] = outputs["samkit"] == outputs["reference"]
+        for name in ("samkit", "samkit-fast"):
+            rows[name]["speedup"] = rows["reference"]["seconds"] / rows[name]["seconds"]
+        print(f"samkit exact: {rows['samkit']['speedup']:.1f}x faster, output equal to the reference: "
+              f"{rows['samkit']['equal_to_reference']}")
+    fast_iou = match_iou(outputs["samkit-fast"], outputs["samkit"])
+    exact_iou = match_iou(outputs["samkit"], outputs["samkit-fast"])
+    rows["samkit-fast"]["mask_iou_vs_exact"] = {"fast_to_exact": fast_iou, "exact_to_fast": exact_iou}
+    print(f"fast mode: {rows['samkit-fast'].get('speedup', 0):.1f}x; mean best-match mask IoU fast->exact "
+          f"{fast_iou:.4f}, exact->fast {exact_iou:.4f}")
+    emit_json({"variant": args.variant, "image": [w, h], "threads": torch.get_num_threads(), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
