@@ -3,7 +3,7 @@
     python benchmarks/bench_amg.py [--variant sam2.1-hiera-tiny] [--size 1200x800] [--points-per-side 32]
 
 Default generator settings (32x32 points, pred_iou_thresh 0.8, stability 0.95, NMS 0.7). Weights:
-the perturbed reference model, with its mask logits scaled x25 and its IoU head shifted up, so that
+the perturbed reference model, with its mask logits scaled x100 and its IoU head shifted up, so that
 masks are confident and scores straddle the thresholds as a trained model's do (random weights would
 let every mask fail the first filter, which flatters both packages). Prints wall times, samkit's
 per-stage split, mask counts, whether the exact output equals the reference's, and the fast mode's
@@ -23,12 +23,12 @@ from _common import DATA, ROOT, emit_json
 def bench_checkpoint(variant: str):
     import oracle
 
-    path = ROOT / ".cache" / "test-checkpoints" / f"{variant}-amgbench-v{oracle.CHECKPOINT_VERSION}.pt"
+    path = ROOT / ".cache" / "test-checkpoints" / f"{variant}-amgbench2-v{oracle.CHECKPOINT_VERSION}.pt"
     if not path.exists():
         sd = torch.load(oracle.checkpoint(variant), weights_only=True)["model"]
         for i in range(4):
             for p in ("weight", "bias"):
-                sd[f"sam_mask_decoder.output_hypernetworks_mlps.{i}.layers.2.{p}"] *= 25.0
+                sd[f"sam_mask_decoder.output_hypernetworks_mlps.{i}.layers.2.{p}"] *= 100.0
         sd["sam_mask_decoder.iou_prediction_head.layers.2.bias"] += 1.5
         torch.save({"model": sd}, path)
     return path

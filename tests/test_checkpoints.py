@@ -149,3 +149,9 @@ def test_download_is_reused_from_the_hub_cache(tmp_path, oracle_checkpoint):
 def test_download_error_for_test_config():
     with pytest.raises(DownloadError, match="no official weights"):
         samkit.download_checkpoint("test-tiny")
+
+
+@pytest.mark.parametrize("cls", [samkit.ImagePredictor, samkit.VideoPredictor, samkit.AutomaticMaskGenerator])
+def test_predictors_from_pretrained(cls, tiny_checkpoint):
+    p = cls.from_pretrained("test-tiny", checkpoint=tiny_checkpoint, device="cpu")
+    assert p.model.cfg.name == "test-tiny" and p.device.type == "cpu" and p.image_size == 128

@@ -10,8 +10,9 @@ its cheapest filter, and encodes every survivor as RLE before NMS. Here
    score and box (both vectorized), then dropped again, keeping the low-res logits;
 4. box NMS runs on those boxes, and only its survivors are upsampled once more and encoded.
 
-``fast=True`` (not in the reference) also computes the stability scores and boxes for the filters
-from 4x-upsampled logits instead of full resolution; the masks it returns are still full resolution.
+``fast=True`` (not in the reference) computes the stability scores and boxes for the filters at the
+low-res logits' own size (longer side 256) instead of full resolution; the masks it returns are still
+full resolution, but the set that survives the filters can differ slightly.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from .. import amg, rle
 from .. import transforms as T
 from ..modeling import SAM2Model
+from ._base import ModelBacked
 from .image import ImagePredictor
 
 __all__ = ["AutomaticMaskGenerator"]
@@ -57,7 +59,7 @@ class _Candidates:
         return tuple(torch.cat(x) for x in (self.low_res, self.ious, self.points, self.stability, self.boxes))
 
 
-class AutomaticMaskGenerator:
+class AutomaticMaskGenerator(ModelBacked):
     """Generate masks for a whole image. Arguments as in the reference (see its documentation):
 
     points_per_side / point_grids (exactly one), points_per_batch, pred_iou_thresh,
@@ -131,6 +133,7 @@ class AutomaticMaskGenerator:
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"Unknown output_mode {output_mode!r}; use one of {', '.join(OUTPUT_MODES)}")
 
+        self.model = model
         self.predictor = ImagePredictor(
             model, max_hole_area=min_mask_region_area, max_sprinkle_area=min_mask_region_area
         )
@@ -168,13 +171,6 @@ class AutomaticMaskGenerator:
                 raise ValueError(f"point_grids[{i}] must hold (x, y) points normalized to [0, 1]")
             out.append(a)
         return out
-
-    @classmethod
-    def from_pretrained(cls, model_id: str, **kwargs) -> AutomaticMaskGenerator:
-        from ..checkpoints import load_model
-
-        load_kw = {k: kwargs.pop(k) for k in ("checkpoint", "device") if k in kwargs}
-        return cls(load_model(model_id, **load_kw), **kwargs)
 
     # --- generation -----------------------------------------------------------------------------
 
@@ -330,7 +326,11 @@ class AutomaticMaskGenerator:
             low = torch.where(specks, self.mask_threshold - 10.0, low)
         ch, cw = crop_hw
         oh, ow = orig_hw
-        score_hw = (min(ch, 4 * low.shape[-2]), min(cw, 4 * low.shape[-1])) if self.fast else crop_hw
+        if self.fast:  # score at the low-res logits' own size, aspect ratio restored
+            f = low.shape[-1] / max(ch, cw)
+            score_hw = (max(1, min(ch, round(ch * f))), max(1, min(cw, round(cw * f))))
+        else:
+            score_hw = crop_hw
         chunk = self._chunk(*score_hw)
         for s in range(0, len(low), chunk):
             lo = low[s : s + chunk]

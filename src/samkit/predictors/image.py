@@ -13,6 +13,7 @@ import torch
 
 from .. import transforms as T
 from ..modeling import SAM2Model
+from ._base import ModelBacked
 
 __all__ = ["ImagePredictor"]
 
@@ -32,7 +33,7 @@ def _as_float_tensor(value, name: str, device: torch.device) -> torch.Tensor:
     return t
 
 
-class ImagePredictor:
+class ImagePredictor(ModelBacked):
     """Predict masks for one image (``set_image`` + ``predict``) or a batch (``set_image_batch`` +
     ``predict_batch``).
 
@@ -65,22 +66,6 @@ class ImagePredictor:
         self.max_hole_area = float(max_hole_area)
         self.max_sprinkle_area = float(max_sprinkle_area)
         self.reset_predictor()
-
-    @classmethod
-    def from_pretrained(cls, model_id: str, **kwargs) -> ImagePredictor:
-        """Load an official variant (downloading it once) and wrap it: ``from_pretrained("facebook/sam2.1-hiera-tiny")``."""
-        from ..checkpoints import load_model
-
-        load_kw = {k: kwargs.pop(k) for k in ("checkpoint", "device") if k in kwargs}
-        return cls(load_model(model_id, **load_kw), **kwargs)
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def image_size(self) -> int:
-        return self.model.image_size
 
     # --- embedding ------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from .. import tracking as trk
 from ..modeling import SAM2Model
 from ..transforms import fill_small_regions
 from ..video_io import FrameCache, VideoSource, open_video
+from ._base import ModelBacked
 
 __all__ = ["ObjectTrack", "VideoPredictor", "VideoState"]
 
@@ -143,7 +144,7 @@ def _as_tensor(value, name: str, dtype=torch.float32) -> torch.Tensor:
     return t
 
 
-class VideoPredictor:
+class VideoPredictor(ModelBacked):
     """Track objects through a video with a SAM 2 model.
 
     Args:
@@ -201,21 +202,6 @@ class VideoPredictor:
         self.feature_cache_size = max(1, feature_cache_size)
         self.frame_cache_size = max(1, frame_cache_size)
         self.progress = progress
-
-    @classmethod
-    def from_pretrained(cls, model_id: str, **kwargs) -> VideoPredictor:
-        from ..checkpoints import load_model
-
-        load_kw = {k: kwargs.pop(k) for k in ("checkpoint", "device") if k in kwargs}
-        return cls(load_model(model_id, **load_kw), **kwargs)
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def image_size(self) -> int:
-        return self.model.image_size
 
     # --- session ------------------------------------------------------------------------------
 
