@@ -71,14 +71,18 @@ def main() -> None:
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
     w, h = (int(v) for v in args.size.split("x"))
-    image = np.asarray(Image.fromarray(load_image(DATA / "images" / "truck.jpg")).resize((w, h), Image.Resampling.BILINEAR))
+    image = np.asarray(
+        Image.fromarray(load_image(DATA / "images" / "truck.jpg")).resize((w, h), Image.Resampling.BILINEAR)
+    )
     ckpt = bench_checkpoint(args.variant)
     kw = dict(points_per_side=args.points_per_side, output_mode="coco_rle")
     rows = {}
     outputs = {}
     model = samkit.load_model(args.variant, checkpoint=ckpt, device="cpu")
-    runs = [("samkit", lambda: samkit.AutomaticMaskGenerator(model, **kw)),
-            ("samkit-fast", lambda: samkit.AutomaticMaskGenerator(model, fast=True, **kw))]
+    runs = [
+        ("samkit", lambda: samkit.AutomaticMaskGenerator(model, **kw)),
+        ("samkit-fast", lambda: samkit.AutomaticMaskGenerator(model, fast=True, **kw)),
+    ]
     if not args.no_reference:
         ref_model = oracle.build_reference(args.variant, ckpt)
         runs.insert(0, ("reference", lambda: SAM2AutomaticMaskGenerator(ref_model, **kw)))
@@ -88,20 +92,30 @@ def main() -> None:
             t = time.perf_counter()
             outputs[name] = gen.generate(image)
             seconds = time.perf_counter() - t
-        rows[name] = {"seconds": seconds, "masks": len(outputs[name]),
-                      "stages": {k: round(v, 3) for k, v in getattr(gen, "timings", {}).items()}}
-        print(f"{name:<12} {seconds:8.2f} s  {len(outputs[name]):4d} masks  {rows[name]['stages'] or ''}", flush=True)
+        rows[name] = {
+            "seconds": seconds,
+            "masks": len(outputs[name]),
+            "stages": {k: round(v, 3) for k, v in getattr(gen, "timings", {}).items()},
+        }
+        print(
+            f"{name:<12} {seconds:8.2f} s  {len(outputs[name]):4d} masks  {rows[name]['stages'] or ''}",
+            flush=True,
+        )
     if "reference" in rows:
         rows["samkit"]["equal_to_reference"] = outputs["samkit"] == outputs["reference"]
         for name in ("samkit", "samkit-fast"):
             rows[name]["speedup"] = rows["reference"]["seconds"] / rows[name]["seconds"]
-        print(f"samkit exact: {rows['samkit']['speedup']:.1f}x faster, output equal to the reference: "
-              f"{rows['samkit']['equal_to_reference']}")
+        print(
+            f"samkit exact: {rows['samkit']['speedup']:.1f}x faster, output equal to the reference: "
+            f"{rows['samkit']['equal_to_reference']}"
+        )
     fast_iou = match_iou(outputs["samkit-fast"], outputs["samkit"])
     exact_iou = match_iou(outputs["samkit"], outputs["samkit-fast"])
     rows["samkit-fast"]["mask_iou_vs_exact"] = {"fast_to_exact": fast_iou, "exact_to_fast": exact_iou}
-    print(f"fast mode: {rows['samkit-fast'].get('speedup', 0):.1f}x; mean best-match mask IoU fast->exact "
-          f"{fast_iou:.4f}, exact->fast {exact_iou:.4f}")
+    print(
+        f"fast mode: {rows['samkit-fast'].get('speedup', 0):.1f}x; mean best-match mask IoU fast->exact "
+        f"{fast_iou:.4f}, exact->fast {exact_iou:.4f}"
+    )
     emit_json({"variant": args.variant, "image": [w, h], "threads": torch.get_num_threads(), "rows": rows})
 
 
