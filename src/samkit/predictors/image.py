@@ -106,6 +106,15 @@ class ImagePredictor(ModelBacked):
         self._encode(images)
         self._is_batch = True
 
+    def set_embedding(self, image_embed: torch.Tensor, high_res_feats: list[torch.Tensor],
+                      orig_hw: tuple[int, int]) -> None:
+        """Use a previously computed embedding (e.g. from a cache) for one image of size ``orig_hw``:
+        image_embed (1, C, h, w) and high_res_feats as ``get_image_embedding``/``_features`` hold them."""
+        self.reset_predictor()
+        self._features = {"image_embed": image_embed, "high_res_feats": list(high_res_feats)}
+        self._orig_hw = [tuple(int(v) for v in orig_hw)]
+        self._is_image_set = True
+
     def get_image_embedding(self) -> torch.Tensor:
         """The (B, C, 64, 64) image embedding of the current image(s)."""
         if not self._is_image_set:

@@ -1,0 +1,66 @@
+"""The HTTP server: an app factory whose lifespan loads the model once.
+
+    from samkit.server import create_app, ServerConfig
+    app = create_app(ServerConfig(model="sam2.1-hiera-tiny"))
+"""
+
+from __future__ import annotations
+
+import hmac
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+
+from ..checkpoints import load_model
+from . import errors
+from .config import ServerConfig
+from .errors import ApiError
+from .routes import health, images, segment
+from .state import Engine
+
+
+def _require_key(request: Request) -> None:
+    key = request.app.state.config.api_key
+    if not key:
+        return
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else ""
+    if not hmac.compare_digest(token.encode(), key.encode()):
+        raise ApiError(401, "unauthorized", "missing or wrong API key (send 'Authorization: Bearer <key>')",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+def create_app(config: ServerConfig | None = None, model=None) -> FastAPI:
+    """Build the app. ``model`` (a loaded SAM2Model) skips loading from ``config`` (tests, notebooks)."""
+    config = config or ServerConfig()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        m = model if model is not None else load_model(config.model, checkpoint=config.checkpoint,
+                                                       device=config.device)
+        app.state.engine = Engine(m, config)
+        try:
+            yield
+        finally:
+            app.state.engine.close()
+
+    app = FastAPI(title="samkit", version=_version(), lifespan=lifespan,
+                  description="Segment anything in images and video (SAM 2 / 2.1). Masks are COCO RLE.")
+    app.state.config = config
+    errors.install(app)
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
+    app.include_router(health.router)
+    auth = [Depends(_require_key)]
+    app.include_router(images.router, dependencies=auth)
+    app.include_router(segment.router, dependencies=auth)
+    return app
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

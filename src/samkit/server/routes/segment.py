@@ -1,0 +1,91 @@
+"""Prompted segmentation and automatic masks on uploaded images."""
+
+from __future__ import annotations
+
+import base64
+import io
+import uuid
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Request
+
+from ... import rle
+from ...predictors import AutomaticMaskGenerator, ImagePredictor
+from ...visualize import mask_stats, mask_to_png
+from ..errors import ApiError
+from ..schemas import AutomaticRequest, MaskOut, SegmentRequest, SegmentResponse
+from .images import decode_base64, ensure_embedding, image_from_bytes
+
+router = APIRouter()
+
+
+def _embedding_for(request: Request, image_id: str | None, image_b64: str | None):
+    if (image_id is None) == (image_b64 is None):
+        raise ApiError(400, "bad_request", "give exactly one of image_id or image (base64)")
+    if image_b64 is not None:
+        data = decode_base64(image_b64, request.app.state.config.max_upload_bytes)
+        image_id, image = image_from_bytes(request, data)
+        return image_id, ensure_embedding(request, image_id, image)
+    return image_id, ensure_embedding(request, image_id, None)
+
+
+@router.post("/v1/segment", response_model=SegmentResponse, tags=["segment"])
+def segment(request: Request, body: SegmentRequest) -> SegmentResponse:
+    """Masks for clicks and/or a box, best first; each mask is kept for ``mask_from`` refinement."""
+    engine = request.app.state.engine
+    if len(body.points) != len(body.labels):
+        raise ApiError(422, "invalid_request", f"{len(body.points)} points but {len(body.labels)} labels")
+    if not body.points and body.box is None and body.mask_from is None:
+        raise ApiError(422, "invalid_request", "give points, a box or mask_from")
+    image_id, emb = _embedding_for(request, body.image_id, body.image)
+    h, w = emb.orig_hw
+    mask_input = None
+    if body.mask_from is not None:
+        prev = engine.masks.get(body.mask_from)
+        if prev is None or prev[0] != image_id:
+            raise ApiError(404, "unknown_mask", f"no mask {body.mask_from!r} for this image (it may have expired)")
+        mask_input = prev[1]
+    predictor = ImagePredictor(engine.model)
+    with engine.model_lock:
+        predictor.set_embedding(emb.image_embed.to(engine.model.device),
+                                [t.to(engine.model.device) for t in emb.high_res], emb.orig_hw)
+        masks, scores, low = predictor.predict(
+            point_coords=body.points or None, point_labels=body.labels or None, box=body.box,
+            mask_input=mask_input, multimask_output=body.multimask,
+        )
+    out = []
+    for i in np.argsort(-scores, kind="stable"):
+        m = masks[i] > 0
+        mask_id = uuid.uuid4().hex
+        engine.masks.put(mask_id, (image_id, torch.from_numpy(low[i][None]).clone()))
+        png = None
+        if body.output == "png":
+            buf = io.BytesIO()
+            mask_to_png(m).save(buf, format="PNG")
+            png = base64.b64encode(buf.getvalue()).decode()
+        out.append(MaskOut(mask_id=mask_id, score=float(scores[i]), rle=rle.encode(m), png=png, **mask_stats(m)))
+    return SegmentResponse(image_id=image_id, width=w, height=h, masks=out)
+
+
+@router.post("/v1/automatic", tags=["segment"])
+def automatic(request: Request, body: AutomaticRequest) -> dict:
+    """Automatic masks for an uploaded image, as COCO annotations with RLE segmentations.
+
+    The generator encodes the image again (its crops need their own embeddings)."""
+    engine = request.app.state.engine
+    data = engine.uploads.get(body.image_id)
+    if data is None:
+        raise ApiError(404, "unknown_image", f"no image {body.image_id!r}; upload it with POST /v1/images")
+    from .images import decode_image
+
+    image = decode_image(data, request.app.state.config.max_pixels)
+    gen = AutomaticMaskGenerator(engine.model, output_mode="coco_rle", **body.model_dump(exclude={"image_id"}))
+    with engine.model_lock:
+        anns = gen.generate(image)
+    h, w = image.shape[:2]
+    return {
+        "images": [{"id": 1, "file_name": body.image_id, "width": w, "height": h}],
+        "categories": [{"id": 1, "name": "object"}],
+        "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, **a} for i, a in enumerate(anns)],
+    }

@@ -1,0 +1,74 @@
+"""Request and response models of the JSON API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Point = Annotated[list[Finite], Field(min_length=2, max_length=2)]
+
+
+class ImageInfo(BaseModel):
+    image_id: str = Field(description="SHA-256 of the uploaded bytes")
+    width: int
+    height: int
+    cached: bool = Field(description="the embedding was already computed")
+
+
+class RLE(BaseModel):
+    size: list[int]
+    counts: str
+
+
+class SegmentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: str | None = Field(None, description="from POST /v1/images")
+    image: str | None = Field(None, description="base64 image bytes, instead of image_id")
+    points: list[Point] = Field(default_factory=list, description="[[x, y], ...] in image pixels")
+    labels: list[Literal[0, 1]] = Field(default_factory=list, description="1 object, 0 background")
+    box: Annotated[list[Finite], Field(min_length=4, max_length=4)] | None = None
+    multimask: bool = True
+    mask_from: str | None = Field(None, description="a previous mask_id to refine")
+    output: Literal["rle", "png"] = "rle"
+
+
+class MaskOut(BaseModel):
+    mask_id: str
+    score: float
+    area: int
+    bbox: list[int] = Field(description="COCO [x, y, width, height]")
+    rle: RLE
+    png: str | None = Field(None, description="base64 PNG, with output='png'")
+
+
+class SegmentResponse(BaseModel):
+    image_id: str
+    width: int
+    height: int
+    masks: list[MaskOut]
+
+
+class AutomaticRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: str
+    points_per_side: int = Field(32, ge=1, le=128)
+    points_per_batch: int = Field(64, ge=1, le=1024)
+    pred_iou_thresh: float = Field(0.8, ge=0, le=1)
+    stability_score_thresh: float = Field(0.95, ge=0, le=1)
+    box_nms_thresh: float = Field(0.7, ge=0, le=1)
+    crop_n_layers: int = Field(0, ge=0, le=3)
+    min_mask_region_area: int = Field(0, ge=0)
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    device: str
+    embeddings_cached: int
+    embedding_cache_bytes: int
+    masks_cached: int
+    queue: int

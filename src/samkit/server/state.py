@@ -1,0 +1,173 @@
+"""The server's engine: the model (one call at a time), an encoder queue that micro-batches
+concurrent uploads, the embedding cache (memory LRU bounded by entries and bytes, optional disk copy)
+and the mask cache used for ``mask_from`` refinement."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import transforms as T
+from ..modeling import SAM2Model
+from .config import ServerConfig
+from .errors import ApiError
+
+
+@dataclass
+class Embedding:
+    image_embed: torch.Tensor  # (1, C, h, w)
+    high_res: list[torch.Tensor]
+    orig_hw: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.image_embed, *self.high_res))
+
+
+class LRU:
+    """A thread-safe LRU bounded by entry count and (optionally) by total bytes."""
+
+    def __init__(self, max_entries: int, max_bytes: int | None = None) -> None:
+        self.max_entries, self.max_bytes = max(1, max_entries), max_bytes
+        self._d: OrderedDict[str, tuple[object, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str):
+        with self._lock:
+            item = self._d.get(key)
+            if item is None:
+                return None
+            self._d.move_to_end(key)
+            return item[0]
+
+    def put(self, key: str, value, nbytes: int = 0) -> None:
+        with self._lock:
+            if key in self._d:
+                self._bytes -= self._d.pop(key)[1]
+            self._d[key] = (value, nbytes)
+            self._bytes += nbytes
+            while len(self._d) > self.max_entries or (self.max_bytes and self._bytes > self.max_bytes and len(self._d) > 1):
+                _, (_, b) = self._d.popitem(last=False)
+                self._bytes -= b
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+
+class Engine:
+    def __init__(self, model: SAM2Model, config: ServerConfig) -> None:
+        self.model, self.config = model, config
+        self.model_lock = threading.Lock()  # model calls never run two at once on one device
+        self.embeddings = LRU(config.cache_entries, config.cache_bytes)
+        self.masks = LRU(config.mask_cache_entries)
+        self.uploads = LRU(64, 256 * 2**20)  # raw bytes of recent uploads, for automatic masks
+        self._queue: queue.Queue = queue.Queue(maxsize=config.max_queue)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="samkit-encoder", daemon=True)
+        self._worker.start()
+        self.batches_run = 0
+        self.images_encoded = 0
+
+    def close(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=5)
+
+    # --- keys and the disk cache ---------------------------------------------------------------
+
+    def key(self, image_bytes: bytes) -> str:
+        return hashlib.sha256(image_bytes).hexdigest()
+
+    def _disk_path(self, image_id: str) -> Path | None:
+        if not self.config.cache_dir:
+            return None
+        return Path(self.config.cache_dir) / self.model.cfg.name / f"{image_id}.pt"
+
+    def lookup(self, image_id: str) -> Embedding | None:
+        emb = self.embeddings.get(image_id)
+        if emb is not None:
+            return emb
+        path = self._disk_path(image_id)
+        if path is not None and path.exists():
+            try:
+                d = torch.load(path, map_location="cpu", weights_only=True)
+                emb = Embedding(d["image_embed"], list(d["high_res"]), tuple(d["orig_hw"]))
+            except Exception:
+                return None  # a damaged cache file is just a miss
+            self.embeddings.put(image_id, emb, emb.nbytes)
+            return emb
+        return None
+
+    def _store(self, image_id: str, emb: Embedding) -> None:
+        if self.config.cache_on_cpu:
+            emb = Embedding(emb.image_embed.cpu(), [t.cpu() for t in emb.high_res], emb.orig_hw)
+        self.embeddings.put(image_id, emb, emb.nbytes)
+        path = self._disk_path(image_id)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save({"image_embed": emb.image_embed.cpu(), "high_res": [t.cpu() for t in emb.high_res],
+                        "orig_hw": list(emb.orig_hw)}, tmp)
+            os.replace(tmp, path)
+
+    # --- encoding (micro-batched) --------------------------------------------------------------
+
+    def encode(self, image_id: str, image: np.ndarray, timeout: float = 300.0) -> Embedding:
+        """Encode an image (or wait for a concurrent request encoding the same batch)."""
+        fut: Future = Future()
+        try:
+            self._queue.put_nowait((image_id, image, fut))
+        except queue.Full:
+            raise ApiError(503, "busy", "the encoder queue is full; retry shortly",
+                           headers={"Retry-After": "1"}) from None
+        return fut.result(timeout=timeout)
+
+    def _run(self) -> None:
+        cfg = self.config
+        while not self._stop.is_set():
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            deadline = time.monotonic() + cfg.max_wait_ms / 1000
+            while len(batch) < cfg.max_batch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=remaining))
+                except queue.Empty:
+                    break
+            try:
+                with self.model_lock, torch.inference_mode():
+                    x = T.preprocess_images([b[1] for b in batch], self.model.image_size, self.model.device)
+                    embed, high_res = self.model.encode_image(x.to(self.model.dtype))
+                self.batches_run += 1
+                self.images_encoded += len(batch)
+                for i, (image_id, image, fut) in enumerate(batch):
+                    emb = Embedding(embed[i : i + 1], [h[i : i + 1] for h in high_res], tuple(image.shape[:2]))
+                    self._store(image_id, emb)
+                    fut.set_result(self.embeddings.get(image_id) or emb)
+            except Exception as e:  # pragma: no cover - surfaced to every waiting request
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue.qsize()
