@@ -120,13 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the JSON API (OpenAPI docs at /docs). Binds 127.0.0.1 unless --host says otherwise.",
         epilog="example: samkit serve --model sam2.1-hiera-tiny --port 8000",
     )
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
     sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set SAMKIT_API_KEY)")
+    sv.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set SAMKIT_API_KEY)"
+    )
     sv.add_argument("--cache-dir", default=None, help="also keep image embeddings on disk here")
     sv.add_argument("--max-batch", type=int, default=4, help="images encoded together (default 4)")
-    sv.add_argument("--max-wait-ms", type=float, default=10.0, help="wait this long to fill a batch (default 10)")
-    sv.add_argument("--max-queue", type=int, default=16, help="queued uploads before answering 503 (default 16)")
+    sv.add_argument(
+        "--max-wait-ms", type=float, default=10.0, help="wait this long to fill a batch (default 10)"
+    )
+    sv.add_argument(
+        "--max-queue", type=int, default=16, help="queued uploads before answering 503 (default 16)"
+    )
     sv.add_argument("--max-upload-mb", type=float, default=32.0, help="largest upload (default 32 MB)")
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this web origin (repeatable)")
     _add_model_args(sv)
@@ -305,10 +313,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise CLIError(f"--port must be 1-65535, got {args.port}")
     config = ServerConfig(
-        model=args.model, checkpoint=args.checkpoint, device=args.device,
-        api_key=args.api_key or os.environ.get("SAMKIT_API_KEY") or None, cache_dir=args.cache_dir,
-        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-        max_upload_bytes=int(args.max_upload_mb * 2**20), cors_origins=tuple(args.cors_origin),
+        model=args.model,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        api_key=args.api_key or os.environ.get("SAMKIT_API_KEY") or None,
+        cache_dir=args.cache_dir,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        cors_origins=tuple(args.cors_origin),
     )
     # load the model before binding, so a bad --model/--checkpoint fails with one line
     from .checkpoints import load_model

@@ -37,8 +37,9 @@ def _pair(variant: str, image_size: int):
     )
     cfg = dataclasses.replace(get_config(variant), image_size=image_size)
     # objects batched (the path with more to get wrong); unit tests show it equals one by one
-    ours = samkit.VideoPredictor(samkit.load_model(cfg, checkpoint=ckpt, device="cpu"), progress=False,
-                                 batch_objects=True)
+    ours = samkit.VideoPredictor(
+        samkit.load_model(cfg, checkpoint=ckpt, device="cpu"), progress=False, batch_objects=True
+    )
     return ref, ours
 
 

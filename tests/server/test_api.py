@@ -34,8 +34,16 @@ def photo() -> np.ndarray:
 
 @pytest.fixture()
 def client(tiny_model, tmp_path):
-    app = create_app(ServerConfig(model="test-tiny", cache_dir=str(tmp_path / "cache"), max_upload_bytes=2_000_000,
-                                  max_pixels=4_000_000, api_key=None), model=tiny_model)
+    app = create_app(
+        ServerConfig(
+            model="test-tiny",
+            cache_dir=str(tmp_path / "cache"),
+            max_upload_bytes=2_000_000,
+            max_pixels=4_000_000,
+            api_key=None,
+        ),
+        model=tiny_model,
+    )
     with TestClient(app) as c:
         yield c
 
@@ -63,10 +71,14 @@ def test_upload_then_cached(client, photo):
 
 def test_segment_equals_image_predictor(client, photo, tiny_model):
     image_id = upload(client, photo).json()["image_id"]
-    r = client.post("/v1/segment", json={"image_id": image_id, "points": [[50, 40]], "labels": [1], "multimask": True})
+    r = client.post(
+        "/v1/segment", json={"image_id": image_id, "points": [[50, 40]], "labels": [1], "multimask": True}
+    )
     assert r.status_code == 200, r.text
     masks = r.json()["masks"]
-    assert len(masks) == 3 and [m["score"] for m in masks] == sorted((m["score"] for m in masks), reverse=True)
+    assert len(masks) == 3 and [m["score"] for m in masks] == sorted(
+        (m["score"] for m in masks), reverse=True
+    )
     p = samkit.ImagePredictor(tiny_model)
     p.set_image(photo)
     ref, scores, _ = p.predict(point_coords=[[50, 40]], point_labels=[1])
@@ -74,8 +86,17 @@ def test_segment_equals_image_predictor(client, photo, tiny_model):
     np.testing.assert_array_equal(rle.decode(masks[0]["rle"]), ref[best] > 0)
     assert masks[0]["area"] == int(ref[best].sum())
     # refine from a previous mask, without resending logits
-    r2 = client.post("/v1/segment", json={"image_id": image_id, "points": [[50, 40], [5, 5]], "labels": [1, 0],
-                                          "multimask": False, "mask_from": masks[0]["mask_id"], "output": "png"})
+    r2 = client.post(
+        "/v1/segment",
+        json={
+            "image_id": image_id,
+            "points": [[50, 40], [5, 5]],
+            "labels": [1, 0],
+            "multimask": False,
+            "mask_from": masks[0]["mask_id"],
+            "output": "png",
+        },
+    )
     assert r2.status_code == 200 and len(r2.json()["masks"]) == 1
     png = Image.open(io.BytesIO(base64.b64decode(r2.json()["masks"][0]["png"])))
     assert png.size == (140, 90)
@@ -97,8 +118,10 @@ def test_disk_cache_survives_restart(tiny_model, tmp_path, photo):
 
 def test_automatic(client, photo):
     image_id = upload(client, photo).json()["image_id"]
-    r = client.post("/v1/automatic", json={"image_id": image_id, "points_per_side": 4, "pred_iou_thresh": 0,
-                                           "stability_score_thresh": 0})
+    r = client.post(
+        "/v1/automatic",
+        json={"image_id": image_id, "points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0},
+    )
     assert r.status_code == 200, r.text
     anns = r.json()["annotations"]
     assert len(anns) > 0 and all(set(a["segmentation"]) == {"size", "counts"} for a in anns)
@@ -106,6 +129,7 @@ def test_automatic(client, photo):
 
 def png_header_only(w: int, h: int) -> bytes:
     """A PNG whose header claims w x h pixels (a decompression bomb's first bytes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -160,14 +184,19 @@ def test_bad_segment_requests(client, body, status):
 
 def test_nan_coordinates_rejected(client, photo):
     image_id = upload(client, photo).json()["image_id"]
-    r = client.post("/v1/segment", content=b'{"image_id": "%s", "points": [[NaN, 1]], "labels": [1]}' % image_id.encode(),
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/segment",
+        content=b'{"image_id": "%s", "points": [[NaN, 1]], "labels": [1]}' % image_id.encode(),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422 and "error" in r.json()
 
 
 def test_unknown_mask_id(client, photo):
     image_id = upload(client, photo).json()["image_id"]
-    r = client.post("/v1/segment", json={"image_id": image_id, "points": [[1, 1]], "labels": [1], "mask_from": "x"})
+    r = client.post(
+        "/v1/segment", json={"image_id": image_id, "points": [[1, 1]], "labels": [1], "mask_from": "x"}
+    )
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_mask"
 
 
@@ -204,7 +233,9 @@ def test_concurrent_uploads_are_micro_batched(tiny_model):
         p = samkit.ImagePredictor(tiny_model)
         p.set_image(images[3])
         emb = engine.lookup(results[3].json()["image_id"])
-        np.testing.assert_allclose(emb.image_embed.numpy(), p.get_image_embedding().numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            emb.image_embed.numpy(), p.get_image_embedding().numpy(), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_full_queue_answers_503(tiny_model, photo, monkeypatch):
@@ -213,9 +244,13 @@ def test_full_queue_answers_503(tiny_model, photo, monkeypatch):
     cfg = ServerConfig(model="test-tiny", max_queue=1)
     with TestClient(create_app(cfg, model=tiny_model)) as c:
         engine = c.app.state.engine
-        monkeypatch.setattr(engine._queue, "put_nowait", lambda item: (_ for _ in ()).throw(state.queue.Full()))
+        monkeypatch.setattr(
+            engine._queue, "put_nowait", lambda item: (_ for _ in ()).throw(state.queue.Full())
+        )
         r = upload(c, photo)
-        assert r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "busy"
+        assert (
+            r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "busy"
+        )
 
 
 def test_openapi_docs(client):

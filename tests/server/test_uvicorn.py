@@ -23,9 +23,24 @@ def free_port() -> int:
 @pytest.fixture()
 def server(tiny_checkpoint):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "samkit", "serve", "--model", "test-tiny", "--checkpoint",
-                             str(tiny_checkpoint), "--port", str(port), "--api-key", "k"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "samkit",
+            "serve",
+            "--model",
+            "test-tiny",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--port",
+            str(port),
+            "--api-key",
+            "k",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -50,8 +65,11 @@ def test_real_server_round_trip(server):
     with httpx.Client(base_url=server, timeout=30) as c:
         assert c.post("/v1/images", files={"file": ("a.png", buf.getvalue())}).status_code == 401
         info = c.post("/v1/images", files={"file": ("a.png", buf.getvalue())}, headers=auth).json()
-        r = c.post("/v1/segment", json={"image_id": info["image_id"], "points": [[10, 10]], "labels": [1]},
-                   headers=auth)
+        r = c.post(
+            "/v1/segment",
+            json={"image_id": info["image_id"], "points": [[10, 10]], "labels": [1]},
+            headers=auth,
+        )
         assert r.status_code == 200 and len(r.json()["masks"]) == 3
         bad = c.post("/v1/images", files={"file": ("a.png", b"junk")}, headers=auth)
         assert bad.status_code == 415 and bad.json()["error"]["code"] == "unsupported_image"
@@ -61,6 +79,10 @@ def test_real_server_round_trip(server):
 def test_serve_bad_checkpoint_is_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
-    r = subprocess.run([sys.executable, "-m", "samkit", "serve", "--model", "test-tiny", "--checkpoint", str(bad)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "samkit", "serve", "--model", "test-tiny", "--checkpoint", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "corrupt" in r.stderr

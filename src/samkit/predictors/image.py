@@ -106,8 +106,9 @@ class ImagePredictor(ModelBacked):
         self._encode(images)
         self._is_batch = True
 
-    def set_embedding(self, image_embed: torch.Tensor, high_res_feats: list[torch.Tensor],
-                      orig_hw: tuple[int, int]) -> None:
+    def set_embedding(
+        self, image_embed: torch.Tensor, high_res_feats: list[torch.Tensor], orig_hw: tuple[int, int]
+    ) -> None:
         """Use a previously computed embedding (e.g. from a cache) for one image of size ``orig_hw``:
         image_embed (1, C, h, w) and high_res_feats as ``get_image_embedding``/``_features`` hold them."""
         self.reset_predictor()

@@ -1,7 +1,7 @@
 """The HTTP server: an app factory whose lifespan loads the model once.
 
-    from samkit.server import create_app, ServerConfig
-    app = create_app(ServerConfig(model="sam2.1-hiera-tiny"))
+from samkit.server import create_app, ServerConfig
+app = create_app(ServerConfig(model="sam2.1-hiera-tiny"))
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..checkpoints import load_model
 from . import errors
 from .config import ServerConfig
 from .errors import ApiError
-from .routes import health, images, segment
+from .routes import health, images, page, segment
 from .state import Engine
 
 
@@ -26,8 +26,12 @@ def _require_key(request: Request) -> None:
     header = request.headers.get("authorization", "")
     token = header[7:] if header.lower().startswith("bearer ") else ""
     if not hmac.compare_digest(token.encode(), key.encode()):
-        raise ApiError(401, "unauthorized", "missing or wrong API key (send 'Authorization: Bearer <key>')",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing or wrong API key (send 'Authorization: Bearer <key>')",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def create_app(config: ServerConfig | None = None, model=None) -> FastAPI:
@@ -36,24 +40,33 @@ def create_app(config: ServerConfig | None = None, model=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        m = model if model is not None else load_model(config.model, checkpoint=config.checkpoint,
-                                                       device=config.device)
+        m = (
+            model
+            if model is not None
+            else load_model(config.model, checkpoint=config.checkpoint, device=config.device)
+        )
         app.state.engine = Engine(m, config)
         try:
             yield
         finally:
             app.state.engine.close()
 
-    app = FastAPI(title="samkit", version=_version(), lifespan=lifespan,
-                  description="Segment anything in images and video (SAM 2 / 2.1). Masks are COCO RLE.")
+    app = FastAPI(
+        title="samkit",
+        version=_version(),
+        lifespan=lifespan,
+        description="Segment anything in images and video (SAM 2 / 2.1). Masks are COCO RLE.",
+    )
     app.state.config = config
     errors.install(app)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"],
-                           allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"], allow_headers=["*"]
+        )
     app.include_router(health.router)
+    app.include_router(page.router)
     auth = [Depends(_require_key)]
     app.include_router(images.router, dependencies=auth)
     app.include_router(segment.router, dependencies=auth)

@@ -31,12 +31,16 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return JSONResponse(error_body("invalid_request", f"{where}: {first.get('msg', 'invalid')}".strip(": ")),
-                            status_code=422)
+        return JSONResponse(
+            error_body("invalid_request", f"{where}: {first.get('msg', 'invalid')}".strip(": ")),
+            status_code=422,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(e.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
+            e.status_code, "http_error"
+        )
         return JSONResponse(error_body(code, str(e.detail)), status_code=e.status_code)
 
     @app.exception_handler(Exception)

@@ -57,7 +57,9 @@ class LRU:
                 self._bytes -= self._d.pop(key)[1]
             self._d[key] = (value, nbytes)
             self._bytes += nbytes
-            while len(self._d) > self.max_entries or (self.max_bytes and self._bytes > self.max_bytes and len(self._d) > 1):
+            while len(self._d) > self.max_entries or (
+                self.max_bytes and self._bytes > self.max_bytes and len(self._d) > 1
+            ):
                 _, (_, b) = self._d.popitem(last=False)
                 self._bytes -= b
 
@@ -120,8 +122,14 @@ class Engine:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save({"image_embed": emb.image_embed.cpu(), "high_res": [t.cpu() for t in emb.high_res],
-                        "orig_hw": list(emb.orig_hw)}, tmp)
+            torch.save(
+                {
+                    "image_embed": emb.image_embed.cpu(),
+                    "high_res": [t.cpu() for t in emb.high_res],
+                    "orig_hw": list(emb.orig_hw),
+                },
+                tmp,
+            )
             os.replace(tmp, path)
 
     # --- encoding (micro-batched) --------------------------------------------------------------
@@ -132,8 +140,9 @@ class Engine:
         try:
             self._queue.put_nowait((image_id, image, fut))
         except queue.Full:
-            raise ApiError(503, "busy", "the encoder queue is full; retry shortly",
-                           headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                503, "busy", "the encoder queue is full; retry shortly", headers={"Retry-After": "1"}
+            ) from None
         return fut.result(timeout=timeout)
 
     def _run(self) -> None:
@@ -160,7 +169,9 @@ class Engine:
                 self.batches_run += 1
                 self.images_encoded += len(batch)
                 for i, (image_id, image, fut) in enumerate(batch):
-                    emb = Embedding(embed[i : i + 1], [h[i : i + 1] for h in high_res], tuple(image.shape[:2]))
+                    emb = Embedding(
+                        embed[i : i + 1], [h[i : i + 1] for h in high_res], tuple(image.shape[:2])
+                    )
                     self._store(image_id, emb)
                     fut.set_result(self.embeddings.get(image_id) or emb)
             except Exception as e:  # pragma: no cover - surfaced to every waiting request

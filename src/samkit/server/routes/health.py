@@ -11,6 +11,12 @@ router = APIRouter()
 def healthz(request: Request) -> Health:
     """Liveness and cache sizes (no API key needed)."""
     engine = request.app.state.engine
-    return Health(status="ok", model=engine.model.cfg.name, device=str(engine.model.device),
-                  embeddings_cached=len(engine.embeddings), embedding_cache_bytes=engine.embeddings.nbytes,
-                  masks_cached=len(engine.masks), queue=engine.queue_size)
+    return Health(
+        status="ok",
+        model=engine.model.cfg.name,
+        device=str(engine.model.device),
+        embeddings_cached=len(engine.embeddings),
+        embedding_cache_bytes=engine.embeddings.nbytes,
+        masks_cached=len(engine.masks),
+        queue=engine.queue_size,
+    )

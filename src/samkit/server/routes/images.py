@@ -36,7 +36,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ApiError(413, "image_too_large", "the image has too many pixels (decompression bomb)") from None
     except UnidentifiedImageError:
-        raise ApiError(415, "unsupported_image", "the bytes are not an image this server can decode") from None
+        raise ApiError(
+            415, "unsupported_image", "the bytes are not an image this server can decode"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ApiError(400, "corrupt_image", f"the image could not be decoded: {e}") from None
     return T.to_rgb_array(im)

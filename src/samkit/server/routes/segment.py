@@ -44,15 +44,23 @@ def segment(request: Request, body: SegmentRequest) -> SegmentResponse:
     if body.mask_from is not None:
         prev = engine.masks.get(body.mask_from)
         if prev is None or prev[0] != image_id:
-            raise ApiError(404, "unknown_mask", f"no mask {body.mask_from!r} for this image (it may have expired)")
+            raise ApiError(
+                404, "unknown_mask", f"no mask {body.mask_from!r} for this image (it may have expired)"
+            )
         mask_input = prev[1]
     predictor = ImagePredictor(engine.model)
     with engine.model_lock:
-        predictor.set_embedding(emb.image_embed.to(engine.model.device),
-                                [t.to(engine.model.device) for t in emb.high_res], emb.orig_hw)
+        predictor.set_embedding(
+            emb.image_embed.to(engine.model.device),
+            [t.to(engine.model.device) for t in emb.high_res],
+            emb.orig_hw,
+        )
         masks, scores, low = predictor.predict(
-            point_coords=body.points or None, point_labels=body.labels or None, box=body.box,
-            mask_input=mask_input, multimask_output=body.multimask,
+            point_coords=body.points or None,
+            point_labels=body.labels or None,
+            box=body.box,
+            mask_input=mask_input,
+            multimask_output=body.multimask,
         )
     out = []
     for i in np.argsort(-scores, kind="stable"):
@@ -64,7 +72,9 @@ def segment(request: Request, body: SegmentRequest) -> SegmentResponse:
             buf = io.BytesIO()
             mask_to_png(m).save(buf, format="PNG")
             png = base64.b64encode(buf.getvalue()).decode()
-        out.append(MaskOut(mask_id=mask_id, score=float(scores[i]), rle=rle.encode(m), png=png, **mask_stats(m)))
+        out.append(
+            MaskOut(mask_id=mask_id, score=float(scores[i]), rle=rle.encode(m), png=png, **mask_stats(m))
+        )
     return SegmentResponse(image_id=image_id, width=w, height=h, masks=out)
 
 
@@ -80,12 +90,16 @@ def automatic(request: Request, body: AutomaticRequest) -> dict:
     from .images import decode_image
 
     image = decode_image(data, request.app.state.config.max_pixels)
-    gen = AutomaticMaskGenerator(engine.model, output_mode="coco_rle", **body.model_dump(exclude={"image_id"}))
+    gen = AutomaticMaskGenerator(
+        engine.model, output_mode="coco_rle", **body.model_dump(exclude={"image_id"})
+    )
     with engine.model_lock:
         anns = gen.generate(image)
     h, w = image.shape[:2]
     return {
         "images": [{"id": 1, "file_name": body.image_id, "width": w, "height": h}],
         "categories": [{"id": 1, "name": "object"}],
-        "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, **a} for i, a in enumerate(anns)],
+        "annotations": [
+            {"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, **a} for i, a in enumerate(anns)
+        ],
     }

@@ -1,0 +1,97 @@
+"""The annotation page in a real headless Chromium (Playwright): open an image, click, see a mask,
+pick a candidate, download the PNG. Screenshots of each state go to the test's temp dir."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+
+from samkit.server import ServerConfig, create_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture()
+def live_server(tiny_model):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ServerConfig(model="test-tiny"), model=tiny_model),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_click_to_mask_in_chromium(live_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
+    img[30:90, 40:120] = (220, 40, 40)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(img).save(photo)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(accept_downloads=True)
+        page.goto(live_server + "/")
+        page.screenshot(path=str(tmp_path / "0-empty.png"))
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function(
+            "document.getElementById('status').textContent.startsWith('Ready')", timeout=30000
+        )
+        page.screenshot(path=str(tmp_path / "1-loaded.png"))
+        box = page.locator("#overlay").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+        page.wait_for_function(
+            "document.getElementById('status').textContent.includes('mask(s)')", timeout=30000
+        )
+        page.screenshot(path=str(tmp_path / "2-mask.png"))
+        assert int(page.locator("#overlay").get_attribute("data-mask-pixels")) > 0
+        assert page.locator("#candidates button").count() == 3
+        page.locator("#candidates button").nth(1).click()
+        page.screenshot(path=str(tmp_path / "3-candidate.png"))
+        with page.expect_download() as dl:
+            page.click("#download-png")
+        path = tmp_path / "mask.png"
+        dl.value.save_as(path)
+        mask = np.array(Image.open(path).convert("L"))
+        assert mask.shape == (120, 160) and set(np.unique(mask)) <= {0, 255} and mask.max() == 255
+        # a right click adds a background point and re-segments with one mask
+        page.mouse.click(box["x"] + 5, box["y"] + 5, button="right")
+        page.wait_for_function("document.querySelectorAll('#candidates button').length === 1", timeout=30000)
+        page.screenshot(path=str(tmp_path / "4-refined.png"))
+        browser.close()
