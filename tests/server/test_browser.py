@@ -4,17 +4,9 @@ pick a candidate, download the PNG. Screenshots of each state go to the test's t
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 
-import httpx
 import numpy as np
-import pytest
-import uvicorn
 from PIL import Image
-
-from samkit.server import ServerConfig, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -27,33 +19,6 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture()
-def live_server(tiny_model):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(ServerConfig(model="test-tiny"), model=tiny_model),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_click_to_mask_in_chromium(live_server, tmp_path):

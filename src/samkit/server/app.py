@@ -15,7 +15,7 @@ from ..checkpoints import load_model
 from . import errors
 from .config import ServerConfig
 from .errors import ApiError
-from .routes import health, images, page, segment
+from .routes import health, images, page, segment, videos
 from .state import Engine
 
 
@@ -46,9 +46,11 @@ def create_app(config: ServerConfig | None = None, model=None) -> FastAPI:
             else load_model(config.model, checkpoint=config.checkpoint, device=config.device)
         )
         app.state.engine = Engine(m, config)
+        app.state.sessions = videos.Sessions(config.video_idle_seconds)
         try:
             yield
         finally:
+            app.state.sessions.close()
             app.state.engine.close()
 
     app = FastAPI(
@@ -70,6 +72,7 @@ def create_app(config: ServerConfig | None = None, model=None) -> FastAPI:
     auth = [Depends(_require_key)]
     app.include_router(images.router, dependencies=auth)
     app.include_router(segment.router, dependencies=auth)
+    app.include_router(videos.router, dependencies=auth)
     return app
 
 

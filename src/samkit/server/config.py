@@ -26,3 +26,5 @@ class ServerConfig:
     max_upload_bytes: int = 32 * 2**20
     max_pixels: int = 50_000_000
     cors_origins: tuple[str, ...] = ()
+    # video sessions close after this long without a request
+    video_idle_seconds: float = 600.0

@@ -72,3 +72,4 @@ class Health(BaseModel):
     embedding_cache_bytes: int
     masks_cached: int
     queue: int
+    video_sessions: int

@@ -19,4 +19,5 @@ def healthz(request: Request) -> Health:
         embedding_cache_bytes=engine.embeddings.nbytes,
         masks_cached=len(engine.masks),
         queue=engine.queue_size,
+        video_sessions=len(request.app.state.sessions),
     )

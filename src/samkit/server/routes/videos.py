@@ -1,0 +1,237 @@
+"""Video sessions: upload a video, prompt objects on any frame, stream propagation as NDJSON."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ... import rle
+from ...predictors import VideoPredictor
+from ...predictors.video import VideoState
+from ...video_io import VideoReadError, open_video
+from ..errors import ApiError
+from ..schemas import Finite, Point
+
+router = APIRouter()
+
+
+@dataclass
+class VideoSession:
+    video_id: str
+    folder: Path
+    state: VideoState
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class Sessions:
+    """Open video sessions; idle ones expire (checked on every request)."""
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self._d: dict[str, VideoSession] = {}
+        self._lock = threading.Lock()
+
+    def add(self, s: VideoSession) -> None:
+        with self._lock:
+            self._d[s.video_id] = s
+
+    def get(self, video_id: str) -> VideoSession:
+        self.expire()
+        with self._lock:
+            s = self._d.get(video_id)
+        if s is None:
+            raise ApiError(404, "unknown_video", f"no video session {video_id!r} (it may have expired)")
+        s.last_used = time.monotonic()
+        return s
+
+    def remove(self, video_id: str) -> bool:
+        with self._lock:
+            s = self._d.pop(video_id, None)
+        if s is not None:
+            s.state.video.close()
+            shutil.rmtree(s.folder, ignore_errors=True)
+        return s is not None
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            old = [
+                k for k, s in self._d.items() if now - s.last_used > self.idle_seconds and not s.lock.locked()
+            ]
+        for k in old:
+            self.remove(k)
+
+    def close(self) -> None:
+        for k in list(self._d):
+            self.remove(k)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+class PromptRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    frame_idx: int = Field(ge=0)
+    obj_id: int | str
+    points: list[Point] = Field(default_factory=list)
+    labels: list[int] = Field(default_factory=list)
+    box: list[Finite] | None = Field(None, min_length=4, max_length=4)
+    clear_old_points: bool = True
+
+
+class PropagateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start_frame_idx: int | None = Field(None, ge=0)
+    max_frame_num_to_track: int | None = Field(None, ge=0)
+    reverse: bool = False
+
+
+def _objects(obj_ids, logits) -> list[dict]:
+    masks = (logits[:, 0] > 0).cpu().numpy()
+    return [{"obj_id": o, "area": int(m.sum()), "rle": rle.encode(m)} for o, m in zip(obj_ids, masks)]
+
+
+def _predictor(request: Request) -> VideoPredictor:
+    engine = request.app.state.engine
+    if getattr(engine, "video_predictor", None) is None:
+        engine.video_predictor = VideoPredictor(engine.model, progress=False)
+    return engine.video_predictor
+
+
+@router.post("/v1/videos", tags=["videos"])
+def upload_video(request: Request, file: UploadFile = File(...)) -> dict:
+    """Upload a video file (mp4, mov, ...): opens a tracking session."""
+    limit = request.app.state.config.max_upload_bytes
+    folder = Path(tempfile.mkdtemp(prefix="samkit-video-"))
+    path = folder / ("video" + (Path(file.filename or "").suffix or ".mp4"))
+    size = 0
+    with open(path, "wb") as f:
+        while chunk := file.file.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise ApiError(413, "upload_too_large", f"the upload is over the limit of {limit} bytes")
+            f.write(chunk)
+    try:
+        video = open_video(path)
+    except (VideoReadError, OSError, ValueError) as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ApiError(415, "unsupported_video", f"the upload is not a readable video: {e}") from None
+    state = _predictor(request).init_state(video)
+    s = VideoSession(uuid.uuid4().hex, folder, state)
+    request.app.state.sessions.add(s)
+    return {
+        "video_id": s.video_id,
+        "num_frames": state.num_frames,
+        "width": state.video_width,
+        "height": state.video_height,
+        "fps": getattr(video, "fps", None),
+    }
+
+
+@router.get("/v1/videos/{video_id}/frames/{frame_idx}", tags=["videos"])
+def get_frame(request: Request, video_id: str, frame_idx: int) -> Response:
+    """One frame as JPEG (for scrubbing in the page)."""
+    from PIL import Image
+
+    s = request.app.state.sessions.get(video_id)
+    if not 0 <= frame_idx < s.state.num_frames:
+        raise ApiError(404, "unknown_frame", f"frame {frame_idx} out of range (0..{s.state.num_frames - 1})")
+    buf = io.BytesIO()
+    Image.fromarray(s.state.video.frame(frame_idx)).save(buf, format="JPEG", quality=90)
+    return Response(buf.getvalue(), media_type="image/jpeg")
+
+
+@router.post("/v1/videos/{video_id}/prompts", tags=["videos"])
+def add_prompt(request: Request, video_id: str, body: PromptRequest) -> dict:
+    """Clicks and/or a box for one object on one frame; returns every object's mask on that frame."""
+    s = request.app.state.sessions.get(video_id)
+    if len(body.points) != len(body.labels):
+        raise ApiError(422, "invalid_request", f"{len(body.points)} points but {len(body.labels)} labels")
+    if not body.points and body.box is None:
+        raise ApiError(422, "invalid_request", "give points or a box")
+    if body.frame_idx >= s.state.num_frames:
+        raise ApiError(
+            422, "invalid_request", f"frame_idx {body.frame_idx} out of range (0..{s.state.num_frames - 1})"
+        )
+    engine = request.app.state.engine
+    with s.lock, engine.model_lock:
+        try:
+            f, ids, logits = _predictor(request).add_new_points_or_box(
+                s.state,
+                body.frame_idx,
+                body.obj_id,
+                points=body.points or None,
+                labels=body.labels or None,
+                box=body.box,
+                clear_old_points=body.clear_old_points,
+            )
+        except ValueError as e:
+            raise ApiError(422, "invalid_request", str(e)) from None
+    return {"frame_idx": f, "objects": _objects(ids, logits)}
+
+
+@router.post("/v1/videos/{video_id}/propagate", tags=["videos"])
+def propagate(request: Request, video_id: str, body: PropagateRequest) -> StreamingResponse:
+    """Track all objects; streams one NDJSON line per frame: {"frame_idx", "objects": [...]}."""
+    s = request.app.state.sessions.get(video_id)
+    if not s.state.objects:
+        raise ApiError(422, "invalid_request", "add prompts before propagating")
+    engine = request.app.state.engine
+    pred = _predictor(request)
+    if not s.lock.acquire(timeout=30):
+        raise ApiError(
+            503, "busy", "this video is being tracked by another request", headers={"Retry-After": "5"}
+        )
+
+    def step(gen):
+        with engine.model_lock:  # one frame at a time, so other requests interleave
+            return next(gen, None)
+
+    async def lines():
+        # An async generator: when the client disconnects, Starlette cancels it at an await, so the
+        # finally below always runs and the session is never left locked.
+        from starlette.concurrency import run_in_threadpool
+
+        gen = pred.propagate_in_video(
+            s.state,
+            start_frame_idx=body.start_frame_idx,
+            max_frame_num_to_track=body.max_frame_num_to_track,
+            reverse=body.reverse,
+        )
+        try:
+            while True:
+                item = await run_in_threadpool(step, gen)
+                if item is None:
+                    break
+                f, ids, logits = item
+                s.last_used = time.monotonic()
+                yield json.dumps({"frame_idx": f, "objects": _objects(ids, logits)}) + "\n"
+        except Exception as e:  # the stream has started: report in-band
+            yield json.dumps({"error": {"code": "tracking_failed", "message": str(e)}}) + "\n"
+        finally:
+            gen.close()
+            s.lock.release()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.delete("/v1/videos/{video_id}", tags=["videos"])
+def delete_video(request: Request, video_id: str) -> dict:
+    if not request.app.state.sessions.remove(video_id):
+        raise ApiError(404, "unknown_video", f"no video session {video_id!r}")
+    return {"deleted": video_id}
