@@ -60,3 +60,41 @@ def test_click_to_mask_in_chromium(live_server, tmp_path):
         page.wait_for_function("document.querySelectorAll('#candidates button').length === 1", timeout=30000)
         page.screenshot(path=str(tmp_path / "4-refined.png"))
         browser.close()
+
+
+def test_video_flow_in_chromium(live_server, tmp_path):
+    """Open a video, click an object on frame 2, propagate forward, scrub: masks drawn on other frames."""
+    from playwright.sync_api import sync_playwright
+
+    from videogen import synthetic_frames, write_mp4
+
+    clip = write_mp4(tmp_path / "clip.mp4", synthetic_frames(8))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page()
+        page.goto(live_server + "/")
+        page.set_input_files("#videofile", str(clip))
+        page.wait_for_function(
+            "document.getElementById('status').textContent.startsWith('Video ready')", timeout=30000
+        )
+        page.fill("#frame", "2")
+        page.dispatch_event("#frame", "input")
+        page.wait_for_function("document.getElementById('frame-label').textContent === 'frame 2'")
+        box = page.locator("#overlay").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.4)
+        page.wait_for_function(
+            "document.getElementById('status').textContent.includes('object(s)')", timeout=30000
+        )
+        page.screenshot(path=str(tmp_path / "v1-clicked.png"))
+        page.click("#propagate")
+        page.wait_for_function(
+            "document.getElementById('status').textContent.includes('scrub')", timeout=60000
+        )
+        assert "tracked 6 frame(s)" in page.locator("#status").text_content()
+        page.fill("#frame", "6")
+        page.dispatch_event("#frame", "input")
+        page.wait_for_function("document.getElementById('frame-label').textContent === 'frame 6'")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(tmp_path / "v2-frame6.png"))
+        assert int(page.locator("#overlay").get_attribute("data-mask-pixels")) > 0
+        browser.close()
