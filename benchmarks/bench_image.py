@@ -11,33 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-
-def median_time(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from _common import DATA, median_time
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", default="sam2.1-hiera-tiny")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--image", default=str(ROOT.parent / "shared" / "data" / "images" / "truck.jpg"))
+    ap.add_argument("--image", default=str(DATA / "images" / "truck.jpg"))
     args = ap.parse_args()
 
     import oracle
