@@ -195,6 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_args(tr)
 
+    be = sub.add_parser(
+        "bench",
+        help="measure speed here, side by side with the reference sam2 when installed",
+        description="Encode latency and batched throughput, click latency (1 and 8 points), automatic masks "
+        "and video seconds per frame (1 and 4 objects), median of --runs; the reference sam2 package on the "
+        "same weights when it is importable. Prints a table and a JSON line.",
+    )
+    be.add_argument("--image", default=None, help="image to use (default: a generated 1800x1200 picture)")
+    be.add_argument("--runs", type=int, default=3, help="timed runs per figure after a warm-up (default 3)")
+    be.add_argument("--no-reference", action="store_true", help="do not measure the reference")
+    be.add_argument("--no-auto", action="store_true", help="skip automatic masks (slow)")
+    _add_model_args(be)
+
     models = sub.add_parser(
         "models",
         help="list the model variants and which are downloaded",
@@ -439,6 +452,25 @@ def _cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+    from .checkpoints import load_model
+    from .transforms import load_image
+
+    if args.runs < 1:
+        raise CLIError("--runs must be at least 1")
+    image = load_image(args.image) if args.image else None
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    res = bench.run(model, image, runs=args.runs, reference=not args.no_reference, auto=not args.no_auto)
+    print(f"{res.info['model']} on {res.info['device']}, {res.info['threads']} threads, torch {res.info['torch']}, "
+          f"image {res.info['image'][1]}x{res.info['image'][0]}")
+    print(res.table())
+    if "reference" in res.info:
+        print(res.info["reference"])
+    print("JSON " + json.dumps({"info": res.info, "rows": res.rows}))
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     import torch
 
@@ -483,6 +515,7 @@ COMMANDS = {
     "auto": _cmd_auto,
     "serve": _cmd_serve,
     "track": _cmd_track,
+    "bench": _cmd_bench,
     "models": _cmd_models,
     "download": _cmd_download,
 }

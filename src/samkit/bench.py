@@ -1,0 +1,150 @@
+"""`samkit bench`: latency and throughput of samkit on this machine, side by side with the reference
+`sam2` package when it is installed, on the same weights, in one run.
+
+Measures image encoding (batch 1, and batched throughput), click latency (``predict`` to a
+full-resolution numpy mask, one point and eight points), automatic masks for one image, and video
+tracking seconds per frame for 1 and 4 objects. Each figure is the median of ``runs`` after a warm-up.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .modeling import SAM2Model
+
+
+def median_seconds(fn: Callable[[], object], runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(max(1, runs)):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@dataclass
+class BenchResult:
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)  # path name -> metric -> value
+    info: dict = field(default_factory=dict)
+
+    def table(self) -> str:
+        metrics = [
+            ("encode_s", "encode (s)"), ("encode_batch_img_s", "batched (img/s)"), ("click_ms", "click (ms)"),
+            ("click8_ms", "8 points (ms)"), ("auto_s", "auto (s)"), ("video1_s", "video 1 obj (s/f)"),
+            ("video4_s", "video 4 obj (s/f)"),
+        ]
+        present = [(k, label) for k, label in metrics if any(k in r for r in self.rows.values())]
+        head = f"{'':<12}" + "".join(f"{label:>19}" for _, label in present)
+        lines = [head]
+        for name, r in self.rows.items():
+            lines.append(f"{name:<12}" + "".join(f"{r[k]:>19.3f}" if k in r else f"{'-':>19}" for k, _ in present))
+        if "reference" in self.rows and "samkit" in self.rows:
+            ref, ours = self.rows["reference"], self.rows["samkit"]
+            ratios = []
+            for k, _ in present:
+                if k in ref and k in ours and ours[k] > 0:
+                    better_high = k.endswith("img_s")
+                    ratios.append(f"{(ours[k] / ref[k] if better_high else ref[k] / ours[k]):>18.2f}x")
+                else:
+                    ratios.append(f"{'-':>19}")
+            lines.append(f"{'speed-up':<12}" + "".join(ratios))
+        return "\n".join(lines)
+
+
+def _test_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A photo-like test image: smooth gradients and a few shapes (no file needed)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) * 127 // max(h + w, 1)], -1)
+    for _ in range(6):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(min(h, w) // 12, min(h, w) // 4)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
+    return img.astype(np.uint8)
+
+
+def bench_samkit(model: SAM2Model, image: np.ndarray, runs: int = 3, batch: int = 4, auto: bool = True,
+                 video_frames: int = 4, video_objects: tuple[int, ...] = (1, 4)) -> dict[str, float]:
+    from .predictors import AutomaticMaskGenerator, ImagePredictor, VideoPredictor
+
+    h, w = image.shape[:2]
+    p = ImagePredictor(model)
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        out["encode_s"] = median_seconds(lambda: p.set_image(image), runs)
+        out["encode_batch_img_s"] = batch / median_seconds(lambda: p.set_image_batch([image] * batch), runs)
+        p.set_image(image)
+        click = dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1])
+        eight = dict(point_coords=[[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)], point_labels=[1, 0] * 4,
+                     multimask_output=False)
+        out["click_ms"] = 1e3 * median_seconds(lambda: p.predict(**click), runs)
+        out["click8_ms"] = 1e3 * median_seconds(lambda: p.predict(**eight), runs)
+    if auto:
+        gen = AutomaticMaskGenerator(model, points_per_side=16)
+        out["auto_s"] = median_seconds(lambda: gen.generate(image), 1)
+    frames = [_test_image(h, w, seed=i) for i in range(video_frames + 1)]
+    for n in video_objects:
+        vp = VideoPredictor(model, progress=False)
+        st = vp.init_state(frames)
+        for i in range(n):
+            vp.add_new_points_or_box(st, 0, i + 1, points=[[w * (i + 1) / (n + 1), h * 0.5]], labels=[1])
+        gen = vp.propagate_in_video(st)
+        next(gen)  # the prompted frame
+        t = time.perf_counter()
+        k = sum(1 for _ in gen)
+        out[f"video{n}_s"] = (time.perf_counter() - t) / max(k, 1)
+    return out
+
+
+def run(model: SAM2Model, image: np.ndarray | None = None, runs: int = 3, reference: bool = True,
+        auto: bool = True) -> BenchResult:
+    """Benchmark samkit (and the reference, if importable and the model is an official variant)."""
+    image = image if image is not None else _test_image(1200, 1800)
+    res = BenchResult(info={"model": model.cfg.name, "device": str(model.device), "threads": torch.get_num_threads(),
+                            "torch": torch.__version__, "image": list(image.shape[:2])})
+    res.rows["samkit"] = bench_samkit(model, image, runs, auto=auto)
+    if reference:
+        ref = _reference_rows(model, image, runs, auto)
+        if ref is not None:
+            res.rows["reference"] = ref
+        else:
+            res.info["reference"] = "not measured: sam2 (with torchvision) is not importable or the model has no official config"
+    return res
+
+
+def _reference_rows(model: SAM2Model, image, runs: int, auto: bool) -> dict | None:
+    try:
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+        from sam2.build_sam import build_sam2
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+    except Exception:
+        return None
+    name = model.cfg.name
+    if not model.cfg.hf_repo:
+        return None
+    family, size = name.split("-hiera-")
+    short = {"tiny": "t", "small": "s", "base-plus": "b+", "large": "l"}[size]
+    ref_model = build_sam2(f"configs/{family}/{family}_hiera_{short}.yaml", None, device=str(model.device))
+    ref_model.load_state_dict(model.state_dict(), strict=True)  # the very same weights
+    h, w = image.shape[:2]
+    p = SAM2ImagePredictor(ref_model)
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        out["encode_s"] = median_seconds(lambda: p.set_image(image), runs)
+        out["encode_batch_img_s"] = 4 / median_seconds(lambda: p.set_image_batch([image] * 4), runs)
+        p.set_image(image)
+        out["click_ms"] = 1e3 * median_seconds(
+            lambda: p.predict(point_coords=np.array([[w * 0.45, h * 0.5]]), point_labels=np.array([1])), runs)
+        out["click8_ms"] = 1e3 * median_seconds(
+            lambda: p.predict(point_coords=np.array([[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)]),
+                              point_labels=np.array([1, 0] * 4), multimask_output=False), runs)
+    if auto:
+        gen = SAM2AutomaticMaskGenerator(ref_model, points_per_side=16)
+        out["auto_s"] = median_seconds(lambda: gen.generate(image), 1)
+    return out
