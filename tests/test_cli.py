@@ -329,4 +329,5 @@ def test_bench_prints_table_and_json(capsys, tmp_path, tiny_checkpoint):
     row = payload["rows"]["samkit"]
     assert set(row) == {"encode_s", "encode_batch_img_s", "click_ms", "click8_ms", "auto_s", "video1_s", "video4_s"}
     assert all(v > 0 for v in row.values())
+    assert set(payload["rows"]["samkit-fast"]) == {"encode_s", "encode_batch_img_s", "click_ms", "click8_ms"}
     assert "encode (s)" in out and "not measured" in out  # test-tiny has no reference config

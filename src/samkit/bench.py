@@ -3,7 +3,8 @@
 
 Measures image encoding (batch 1, and batched throughput), click latency (``predict`` to a
 full-resolution numpy mask, one point and eight points), automatic masks for one image, and video
-tracking seconds per frame for 1 and 4 objects. Each figure is the median of ``runs`` after a warm-up.
+tracking seconds per frame for 1 and 4 objects, for the exact path and (encode and clicks) the fast
+path (bfloat16 image encoder). Each figure is the median of ``runs`` after a warm-up.
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ def run(model: SAM2Model, image: np.ndarray | None = None, runs: int = 3, refere
     res = BenchResult(info={"model": model.cfg.name, "device": str(model.device), "threads": torch.get_num_threads(),
                             "torch": torch.__version__, "image": list(image.shape[:2])})
     res.rows["samkit"] = bench_samkit(model, image, runs, auto=auto)
+    if model.precision == "fp32":
+        import copy
+
+        fast = copy.deepcopy(model)
+        fast.image_encoder.to(torch.bfloat16)
+        res.rows["samkit-fast"] = bench_samkit(fast, image, runs, auto=False, video_objects=())
+        del fast
     if reference:
         ref = _reference_rows(model, image, runs, auto)
         if ref is not None:

@@ -182,6 +182,7 @@ def load_model(
     name_or_hf_id: str | ModelConfig,
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> SAM2Model:
     """Build a SAM 2 / 2.1 model and load its weights.
 
@@ -191,10 +192,15 @@ def load_model(
         checkpoint: an official ``.pt`` file. Without it the official file is downloaded from the
             Hugging Face hub into its standard cache once, then reused.
         device: ``"cpu"``, ``"cuda"``, ``"mps"``...; ``None`` picks CUDA when present, else the CPU.
+        precision: ``"fp32"`` (exact: the reference's numbers) or ``"bf16"`` (the fast path: the image
+            encoder runs in bfloat16, where it is ~1.6x faster on a CPU with AVX512-BF16; the prompt
+            encoder, mask decoder and memory parts stay float32). Predictors follow the model.
 
     Returns:
         The model in eval mode on ``device``.
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     cfg = get_config(name_or_hf_id)
     dev = resolve_device(device)
     if checkpoint is None:
@@ -210,4 +216,7 @@ def load_model(
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point() and t.dtype != torch.float32:
             t.data = t.data.float()
-    return model.to(dev).eval()
+    model = model.to(dev).eval()
+    if precision == "bf16":
+        model.image_encoder.to(torch.bfloat16)
+    return model

@@ -70,6 +70,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)"
     )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="fast path: bfloat16 image encoder (and, for auto, approximate filters); masks differ slightly",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,7 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-mask-region-area", type=int, default=0, help="fill holes/remove specks up to this area"
     )
     au.add_argument("--use-m2m", action="store_true", help="refine each mask once with its own logits")
-    au.add_argument("--fast", action="store_true", help="approximate filters (faster; see docs)")
     au.add_argument("--json", action="store_true", help="print a summary as JSON")
     _add_model_args(au)
 
@@ -227,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _precision(args: argparse.Namespace) -> str:
+    return "bf16" if getattr(args, "fast", False) else "fp32"
+
+
 def _version() -> str:
     from . import __version__
 
@@ -254,7 +262,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if not (0 <= x < w and 0 <= y < h):
             raise CLIError(f"point {x:g},{y:g} lies outside the {w}x{h} image")
 
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
     predictor = ImagePredictor(
         model,
         mask_threshold=args.threshold,
@@ -340,7 +348,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # load the model before binding, so a bad --model/--checkpoint fails with one line
     from .checkpoints import load_model
 
-    model = load_model(config.model, checkpoint=config.checkpoint, device=config.device)
+    model = load_model(config.model, checkpoint=config.checkpoint, device=config.device, precision=_precision(args))
     uvicorn.run(create_app(config, model=model), host=args.host, port=args.port, log_level="info")
     return 0
 
@@ -356,7 +364,7 @@ def _cmd_auto(args: argparse.Namespace) -> int:
     if not (args.out or args.overlay or args.json):
         raise CLIError("nothing to write: pass --out, --overlay and/or --json")
     image = load_image(args.image)
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
     gen = AutomaticMaskGenerator(
         model,
         points_per_side=args.points_per_side,
@@ -430,7 +438,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
         raise CLIError("give at least one --prompt FRAME:OBJ:X,Y or FRAME:OBJ:box=X0,Y0,X1,Y1")
     prompts = [parse_prompt(p) for p in args.prompt]
     video = open_video(args.video)  # fail on unreadable input before loading the model
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
     predictor = VideoPredictor(model, keep_all_outputs=args.keep_all_outputs, progress=not args.quiet)
     try:
         result = track_to_folder(
@@ -460,7 +468,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise CLIError("--runs must be at least 1")
     image = load_image(args.image) if args.image else None
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
     res = bench.run(model, image, runs=args.runs, reference=not args.no_reference, auto=not args.no_auto)
     print(f"{res.info['model']} on {res.info['device']}, {res.info['threads']} threads, torch {res.info['torch']}, "
           f"image {res.info['image'][1]}x{res.info['image'][0]}")

@@ -209,3 +209,29 @@ def test_no_nans_on_extreme_images(tiny_model):
 def test_gradients_are_not_tracked(predictor):
     assert not predictor.get_image_embedding().requires_grad
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("name", ["truck", "groceries"])
+def test_fast_path_agrees_with_exact(name, request, oracle_checkpoint):
+    """precision='bf16' (the fast path) stays within a bounded disagreement of the exact path."""
+    image = request.getfixturevalue(name)
+    ckpt = oracle_checkpoint("sam2.1-hiera-tiny")
+    exact = samkit.ImagePredictor(samkit.load_model("sam2.1-hiera-tiny", checkpoint=ckpt, device="cpu"))
+    fast = samkit.ImagePredictor(samkit.load_model("sam2.1-hiera-tiny", checkpoint=ckpt, device="cpu", precision="bf16"))
+    assert fast.model.precision == "bf16" and exact.model.precision == "fp32"
+    exact.set_image(image)
+    fast.set_image(image)
+    h, w = image.shape[:2]
+    for kw in (dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1]),
+               dict(box=[w * 0.1, h * 0.15, w * 0.8, h * 0.85], multimask_output=False)):
+        a, sa, _ = exact.predict(**kw)
+        b, sb, _ = fast.predict(**kw)
+        i = int(np.argmax(sa))
+        iou = np.logical_and(a[i] > 0, b[i] > 0).sum() / max(np.logical_or(a[i] > 0, b[i] > 0).sum(), 1)
+        assert iou >= 0.97, f"fast path mask IoU {iou:.4f}"
+        assert np.abs(sa - sb).max() < 0.05
+
+
+def test_precision_validation(tiny_checkpoint):
+    with pytest.raises(ValueError, match="precision"):
+        samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, precision="fp8")

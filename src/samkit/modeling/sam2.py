@@ -97,7 +97,12 @@ class SAM2Model(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
+        """The dtype of the heads (float32 also when the image encoder runs in bfloat16)."""
+        return self.sam_mask_decoder.iou_token.weight.dtype
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.image_encoder.trunk.patch_embed.proj.weight.dtype == torch.bfloat16 else "fp32"
 
     # --- image path ---------------------------------------------------------------------------
 
@@ -107,7 +112,12 @@ class SAM2Model(nn.Module):
         The two high-resolution levels are projected by the decoder's conv_s0/conv_s1 here, once
         per image, rather than on every click.
         """
-        out = self.image_encoder(images)
+        enc_dtype = self.image_encoder.trunk.patch_embed.proj.weight.dtype
+        out = self.image_encoder(images.to(enc_dtype))
+        if enc_dtype != torch.float32:
+            # a reduced-precision encoder (the fast path) hands float32 features to the float32 heads
+            out.features = [f.float() for f in out.features]
+            out.pos = [p.float() for p in out.pos]
         if self.cfg.use_high_res_features_in_sam:
             out.features[0] = self.sam_mask_decoder.conv_s0(out.features[0])
             out.features[1] = self.sam_mask_decoder.conv_s1(out.features[1])
