@@ -322,12 +322,30 @@ def test_track_failure_halfway_keeps_written_frames(capsys, tmp_path, clip, tiny
 def test_bench_prints_table_and_json(capsys, tmp_path, tiny_checkpoint):
     img = tmp_path / "i.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(img)
-    code, out, err = run(capsys, "bench", "--image", img, "--runs", "1", "--model", "test-tiny",
-                         "--checkpoint", tiny_checkpoint)
+    code, out, err = run(
+        capsys,
+        "bench",
+        "--image",
+        img,
+        "--runs",
+        "1",
+        "--model",
+        "test-tiny",
+        "--checkpoint",
+        tiny_checkpoint,
+    )
     assert code == 0, err
     payload = json.loads(next(line[5:] for line in out.splitlines() if line.startswith("JSON ")))
     row = payload["rows"]["samkit"]
-    assert set(row) == {"encode_s", "encode_batch_img_s", "click_ms", "click8_ms", "auto_s", "video1_s", "video4_s"}
+    assert set(row) == {
+        "encode_s",
+        "encode_batch_img_s",
+        "click_ms",
+        "click8_ms",
+        "auto_s",
+        "video1_s",
+        "video4_s",
+    }
     assert all(v > 0 for v in row.values())
     assert set(payload["rows"]["samkit-fast"]) == {"encode_s", "encode_batch_img_s", "click_ms", "click8_ms"}
     assert "encode (s)" in out and "not measured" in out  # test-tiny has no reference config

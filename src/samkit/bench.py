@@ -37,15 +37,21 @@ class BenchResult:
 
     def table(self) -> str:
         metrics = [
-            ("encode_s", "encode (s)"), ("encode_batch_img_s", "batched (img/s)"), ("click_ms", "click (ms)"),
-            ("click8_ms", "8 points (ms)"), ("auto_s", "auto (s)"), ("video1_s", "video 1 obj (s/f)"),
+            ("encode_s", "encode (s)"),
+            ("encode_batch_img_s", "batched (img/s)"),
+            ("click_ms", "click (ms)"),
+            ("click8_ms", "8 points (ms)"),
+            ("auto_s", "auto (s)"),
+            ("video1_s", "video 1 obj (s/f)"),
             ("video4_s", "video 4 obj (s/f)"),
         ]
         present = [(k, label) for k, label in metrics if any(k in r for r in self.rows.values())]
         head = f"{'':<12}" + "".join(f"{label:>19}" for _, label in present)
         lines = [head]
         for name, r in self.rows.items():
-            lines.append(f"{name:<12}" + "".join(f"{r[k]:>19.3f}" if k in r else f"{'-':>19}" for k, _ in present))
+            lines.append(
+                f"{name:<12}" + "".join(f"{r[k]:>19.3f}" if k in r else f"{'-':>19}" for k, _ in present)
+            )
         if "reference" in self.rows and "samkit" in self.rows:
             ref, ours = self.rows["reference"], self.rows["samkit"]
             ratios = []
@@ -63,15 +69,24 @@ def _test_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A photo-like test image: smooth gradients and a few shapes (no file needed)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) * 127 // max(h + w, 1)], -1)
+    img = np.stack(
+        [xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) * 127 // max(h + w, 1)], -1
+    )
     for _ in range(6):
         cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(min(h, w) // 12, min(h, w) // 4)
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
     return img.astype(np.uint8)
 
 
-def bench_samkit(model: SAM2Model, image: np.ndarray, runs: int = 3, batch: int = 4, auto: bool = True,
-                 video_frames: int = 4, video_objects: tuple[int, ...] = (1, 4)) -> dict[str, float]:
+def bench_samkit(
+    model: SAM2Model,
+    image: np.ndarray,
+    runs: int = 3,
+    batch: int = 4,
+    auto: bool = True,
+    video_frames: int = 4,
+    video_objects: tuple[int, ...] = (1, 4),
+) -> dict[str, float]:
     from .predictors import AutomaticMaskGenerator, ImagePredictor, VideoPredictor
 
     h, w = image.shape[:2]
@@ -82,8 +97,11 @@ def bench_samkit(model: SAM2Model, image: np.ndarray, runs: int = 3, batch: int 
         out["encode_batch_img_s"] = batch / median_seconds(lambda: p.set_image_batch([image] * batch), runs)
         p.set_image(image)
         click = dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1])
-        eight = dict(point_coords=[[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)], point_labels=[1, 0] * 4,
-                     multimask_output=False)
+        eight = dict(
+            point_coords=[[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)],
+            point_labels=[1, 0] * 4,
+            multimask_output=False,
+        )
         out["click_ms"] = 1e3 * median_seconds(lambda: p.predict(**click), runs)
         out["click8_ms"] = 1e3 * median_seconds(lambda: p.predict(**eight), runs)
     if auto:
@@ -103,12 +121,24 @@ def bench_samkit(model: SAM2Model, image: np.ndarray, runs: int = 3, batch: int 
     return out
 
 
-def run(model: SAM2Model, image: np.ndarray | None = None, runs: int = 3, reference: bool = True,
-        auto: bool = True) -> BenchResult:
+def run(
+    model: SAM2Model,
+    image: np.ndarray | None = None,
+    runs: int = 3,
+    reference: bool = True,
+    auto: bool = True,
+) -> BenchResult:
     """Benchmark samkit (and the reference, if importable and the model is an official variant)."""
     image = image if image is not None else _test_image(1200, 1800)
-    res = BenchResult(info={"model": model.cfg.name, "device": str(model.device), "threads": torch.get_num_threads(),
-                            "torch": torch.__version__, "image": list(image.shape[:2])})
+    res = BenchResult(
+        info={
+            "model": model.cfg.name,
+            "device": str(model.device),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "image": list(image.shape[:2]),
+        }
+    )
     res.rows["samkit"] = bench_samkit(model, image, runs, auto=auto)
     if model.precision == "fp32":
         import copy
@@ -122,7 +152,9 @@ def run(model: SAM2Model, image: np.ndarray | None = None, runs: int = 3, refere
         if ref is not None:
             res.rows["reference"] = ref
         else:
-            res.info["reference"] = "not measured: sam2 (with torchvision) is not importable or the model has no official config"
+            res.info["reference"] = (
+                "not measured: sam2 (with torchvision) is not importable or the model has no official config"
+            )
     return res
 
 
@@ -148,10 +180,16 @@ def _reference_rows(model: SAM2Model, image, runs: int, auto: bool) -> dict | No
         out["encode_batch_img_s"] = 4 / median_seconds(lambda: p.set_image_batch([image] * 4), runs)
         p.set_image(image)
         out["click_ms"] = 1e3 * median_seconds(
-            lambda: p.predict(point_coords=np.array([[w * 0.45, h * 0.5]]), point_labels=np.array([1])), runs)
+            lambda: p.predict(point_coords=np.array([[w * 0.45, h * 0.5]]), point_labels=np.array([1])), runs
+        )
         out["click8_ms"] = 1e3 * median_seconds(
-            lambda: p.predict(point_coords=np.array([[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)]),
-                              point_labels=np.array([1, 0] * 4), multimask_output=False), runs)
+            lambda: p.predict(
+                point_coords=np.array([[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)]),
+                point_labels=np.array([1, 0] * 4),
+                multimask_output=False,
+            ),
+            runs,
+        )
     if auto:
         gen = SAM2AutomaticMaskGenerator(ref_model, points_per_side=16)
         out["auto_s"] = median_seconds(lambda: gen.generate(image), 1)

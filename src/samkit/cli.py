@@ -348,7 +348,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # load the model before binding, so a bad --model/--checkpoint fails with one line
     from .checkpoints import load_model
 
-    model = load_model(config.model, checkpoint=config.checkpoint, device=config.device, precision=_precision(args))
+    model = load_model(
+        config.model, checkpoint=config.checkpoint, device=config.device, precision=_precision(args)
+    )
     uvicorn.run(create_app(config, model=model), host=args.host, port=args.port, log_level="info")
     return 0
 
@@ -470,8 +472,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     image = load_image(args.image) if args.image else None
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
     res = bench.run(model, image, runs=args.runs, reference=not args.no_reference, auto=not args.no_auto)
-    print(f"{res.info['model']} on {res.info['device']}, {res.info['threads']} threads, torch {res.info['torch']}, "
-          f"image {res.info['image'][1]}x{res.info['image'][0]}")
+    print(
+        f"{res.info['model']} on {res.info['device']}, {res.info['threads']} threads, torch {res.info['torch']}, "
+        f"image {res.info['image'][1]}x{res.info['image'][0]}"
+    )
     print(res.table())
     if "reference" in res.info:
         print(res.info["reference"])

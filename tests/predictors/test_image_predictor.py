@@ -217,13 +217,17 @@ def test_fast_path_agrees_with_exact(name, request, oracle_checkpoint):
     image = request.getfixturevalue(name)
     ckpt = oracle_checkpoint("sam2.1-hiera-tiny")
     exact = samkit.ImagePredictor(samkit.load_model("sam2.1-hiera-tiny", checkpoint=ckpt, device="cpu"))
-    fast = samkit.ImagePredictor(samkit.load_model("sam2.1-hiera-tiny", checkpoint=ckpt, device="cpu", precision="bf16"))
+    fast = samkit.ImagePredictor(
+        samkit.load_model("sam2.1-hiera-tiny", checkpoint=ckpt, device="cpu", precision="bf16")
+    )
     assert fast.model.precision == "bf16" and exact.model.precision == "fp32"
     exact.set_image(image)
     fast.set_image(image)
     h, w = image.shape[:2]
-    for kw in (dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1]),
-               dict(box=[w * 0.1, h * 0.15, w * 0.8, h * 0.85], multimask_output=False)):
+    for kw in (
+        dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1]),
+        dict(box=[w * 0.1, h * 0.15, w * 0.8, h * 0.85], multimask_output=False),
+    ):
         a, sa, _ = exact.predict(**kw)
         b, sb, _ = fast.predict(**kw)
         i = int(np.argmax(sa))

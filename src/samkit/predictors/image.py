@@ -79,7 +79,7 @@ class ImagePredictor(ModelBacked):
     @torch.inference_mode()
     def _encode(self, images: list[np.ndarray]) -> None:
         batch = T.preprocess_images(images, self.image_size, self.device)
-        embed, high_res = self.model.encode_image(batch)
+        embed, high_res = self.model.encode_images(batch)
         self._features = {"image_embed": embed, "high_res_feats": high_res}
         self._orig_hw = [tuple(im.shape[:2]) for im in images]
         self._is_image_set = True

@@ -18,7 +18,7 @@ class ServerConfig:
     cache_dir: str | None = None
     mask_cache_entries: int = 256
     # encoder micro-batching and back-pressure
-    max_batch: int = 4
+    max_batch: int = 4  # requests gathered per encoder call (the encoder itself chunks per device)
     max_wait_ms: float = 10.0
     max_queue: int = 16
     # safety

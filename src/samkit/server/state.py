@@ -165,7 +165,7 @@ class Engine:
             try:
                 with self.model_lock, torch.inference_mode():
                     x = T.preprocess_images([b[1] for b in batch], self.model.image_size, self.model.device)
-                    embed, high_res = self.model.encode_image(x)
+                    embed, high_res = self.model.encode_images(x)
                 self.batches_run += 1
                 self.images_encoded += len(batch)
                 for i, (image_id, image, fut) in enumerate(batch):
