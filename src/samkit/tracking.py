@@ -15,7 +15,7 @@ Tensors are batch-first (B, C, H, W) / (B, N, C). The arithmetic follows the ref
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +68,6 @@ class FrameOutput:
     object_score_logits: torch.Tensor
     maskmem_features: torch.Tensor | None = None
     maskmem_pos_enc: torch.Tensor | None = None
-    # full-resolution (B, 1, S, S) logits, kept only until the memory encoder has used them
-    high_res_masks: torch.Tensor | None = field(default=None, repr=False)
 
     def select(self, i: int) -> FrameOutput:
         """Object i of a batched output, as a batch of one."""
