@@ -22,6 +22,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "connected_components",
+    "clean_small_regions",
     "fill_small_regions",
     "small_regions",
     "load_image",
@@ -193,19 +194,15 @@ def fill_small_regions(
     return torch.where(small, torch.as_tensor(value, dtype=logits.dtype, device=logits.device), logits)
 
 
-def postprocess_masks(
+def clean_small_regions(
     low_res: torch.Tensor,
-    orig_hw: tuple[int, int],
     mask_threshold: float = 0.0,
     max_hole_area: float = 0.0,
     max_sprinkle_area: float = 0.0,
 ) -> torch.Tensor:
-    """(B, M, h, w) low-res logits -> (B, M, H, W) logits at the original resolution.
-
-    Small holes are filled (set to threshold + 10) and small sprinkles removed (threshold - 10) at
-    low resolution first, as the reference does with its CUDA kernel; here on the CPU. Both are
-    judged on the incoming mask, so a ring around a filled hole still counts as a ring.
-    """
+    """Fill small holes (set to threshold + 10) and remove small sprinkles (threshold - 10) in
+    (..., h, w) logits, as the reference does with its CUDA kernel; here on the CPU. Both are judged on
+    the incoming mask, so a ring around a filled hole still counts as a ring."""
     masks = low_res.float()
     holes = small_regions(masks, max_hole_area, mask_threshold, False) if max_hole_area > 0 else None
     sprinkles = (
@@ -215,4 +212,17 @@ def postprocess_masks(
         masks = torch.where(holes, torch.as_tensor(mask_threshold + 10.0), masks)
     if sprinkles is not None:
         masks = torch.where(sprinkles, torch.as_tensor(mask_threshold - 10.0), masks)
+    return masks
+
+
+def postprocess_masks(
+    low_res: torch.Tensor,
+    orig_hw: tuple[int, int],
+    mask_threshold: float = 0.0,
+    max_hole_area: float = 0.0,
+    max_sprinkle_area: float = 0.0,
+) -> torch.Tensor:
+    """(B, M, h, w) low-res logits -> (B, M, H, W) logits at the original resolution, after
+    :func:`clean_small_regions` at low resolution."""
+    masks = clean_small_regions(low_res, mask_threshold, max_hole_area, max_sprinkle_area)
     return F.interpolate(masks, size=tuple(orig_hw), mode="bilinear", align_corners=False)

@@ -320,10 +320,8 @@ class AutomaticMaskGenerator(ModelBacked):
             keep = ious > self.pred_iou_thresh  # cheap: before anything is upsampled
             low, ious, points = low[keep], ious[keep], points[keep]
         if self.min_mask_region_area > 0 and len(low):
-            holes = T.small_regions(low, self.min_mask_region_area, self.mask_threshold, False)
-            specks = T.small_regions(low, self.min_mask_region_area, self.mask_threshold, True)
-            low = torch.where(holes, self.mask_threshold + 10.0, low)
-            low = torch.where(specks, self.mask_threshold - 10.0, low)
+            a = self.min_mask_region_area
+            low = T.clean_small_regions(low, self.mask_threshold, max_hole_area=a, max_sprinkle_area=a)
         ch, cw = crop_hw
         oh, ow = orig_hw
         if self.fast:  # score at the low-res logits' own size, aspect ratio restored
