@@ -358,6 +358,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_auto(args: argparse.Namespace) -> int:
     import time
 
+    from ._files import atomic_write
     from .checkpoints import load_model
     from .predictors import AutomaticMaskGenerator
     from .transforms import load_image
@@ -389,9 +390,7 @@ def _cmd_auto(args: argparse.Namespace) -> int:
         doc = coco_document(anns, str(Path(args.image).name), w, h, model.cfg.name)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(doc))
-        tmp.replace(out)
+        atomic_write(out, lambda p: p.write_text(json.dumps(doc)))
         written.append(str(out))
     if args.overlay:
         from . import rle

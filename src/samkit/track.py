@@ -12,15 +12,14 @@ frames done (``"complete": false`` and where it stopped) and :class:`TrackingInt
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import rle
+from ._files import atomic_write
 from .predictors.video import VideoPredictor
 from .video_io import VideoSource
 from .visualize import PALETTE, mask_to_png, overlay_masks
@@ -104,12 +103,6 @@ class TrackResult:
     overlay: Path | None
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _write_annotations(
     path: Path,
     source: VideoSource,
@@ -138,7 +131,7 @@ def _write_annotations(
         # masklet[k][j]: COCO RLE of object j on frame frame_indices[k]
         "masklet": [per_frame[f] for f in frames],
     }
-    _atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
+    atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
 
 
 def track_to_folder(
@@ -190,7 +183,7 @@ def track_to_folder(
                     for obj_id, m in zip(obj_ids, masks):
                         d = out / "masks" / str(obj_id)
                         d.mkdir(parents=True, exist_ok=True)
-                        _atomic_write(d / f"{f:05d}.png", lambda p, m=m: mask_to_png(m).save(p, format="PNG"))
+                        atomic_write(d / f"{f:05d}.png", lambda p, m=m: mask_to_png(m).save(p, format="PNG"))
                 per_frame[f] = [rle.encode(m) for m in masks]
                 current = None
     except (Exception, KeyboardInterrupt) as e:
@@ -238,4 +231,4 @@ def _write_overlay(
             for packet in stream.encode():
                 container.mux(packet)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)

@@ -5,7 +5,6 @@ and the mask cache used for ``mask_from`` refinement."""
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
 import threading
 import time
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import transforms as T
+from .._files import atomic_write
 from ..modeling import SAM2Model
 from .config import ServerConfig
 from .errors import ApiError
@@ -121,16 +121,12 @@ class Engine:
         path = self._disk_path(image_id)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(
-                {
-                    "image_embed": emb.image_embed.cpu(),
-                    "high_res": [t.cpu() for t in emb.high_res],
-                    "orig_hw": list(emb.orig_hw),
-                },
-                tmp,
-            )
-            os.replace(tmp, path)
+            payload = {
+                "image_embed": emb.image_embed.cpu(),
+                "high_res": [t.cpu() for t in emb.high_res],
+                "orig_hw": list(emb.orig_hw),
+            }
+            atomic_write(path, lambda p: torch.save(payload, p))
 
     # --- encoding (micro-batched) --------------------------------------------------------------
 
