@@ -8,14 +8,14 @@ of the video (the reference decodes every frame up front). A video that cannot b
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, to_rgb_array
+from ._lru import LRU
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, load_image, to_rgb_array
 
 __all__ = [
     "FrameFolder",
@@ -220,7 +220,7 @@ def open_video(video) -> VideoSource:
         if not p.exists():
             raise FileNotFoundError(f"video not found: {video}")
         if p.suffix.lower() in FRAME_EXTENSIONS:
-            return FrameList([to_rgb_array(_read_image(p))])
+            return FrameList([load_image(p)])
         return VideoFile(p)
     if isinstance(video, np.ndarray) and video.ndim == 4:
         return FrameList(list(video))
@@ -229,12 +229,6 @@ def open_video(video) -> VideoSource:
     raise TypeError(
         f"expected a video path, a folder of frames or a list of frames, got {type(video).__name__}"
     )
-
-
-def _read_image(path: Path):
-    from .transforms import load_image
-
-    return load_image(path)
 
 
 class FrameCache:
@@ -249,18 +243,12 @@ class FrameCache:
             max(1, capacity),
             torch.device(device),
         )
-        self._items: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._items = LRU(self.capacity)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        x = self._items.get(index)
-        if x is None:
-            x = preprocess_frame(self.source.frame(index), self.size).to(self.device)
-            self._items[index] = x
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        else:
-            self._items.move_to_end(index)
-        return x
+        return self._items.get_or_create(
+            index, lambda: preprocess_frame(self.source.frame(index), self.size).to(self.device)
+        )
 
     def __len__(self) -> int:
         return len(self.source)

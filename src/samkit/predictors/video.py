@@ -23,7 +23,6 @@ reference's dict for the common keys).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import tracking as trk
+from .._lru import LRU
 from ..modeling import SAM2Model
 from ..transforms import fill_small_regions
 from ..video_io import FrameCache, VideoSource, open_video
@@ -92,7 +92,7 @@ class VideoState:
     offload_video_to_cpu: bool = False
     offload_state_to_cpu: bool = False
     objects: dict[Hashable, ObjectTrack] = field(default_factory=dict)
-    features: OrderedDict[int, trk.FrameFeatures] = field(default_factory=OrderedDict)
+    features: LRU = field(default_factory=lambda: LRU(4))  # frame index -> trk.FrameFeatures
     maskmem_pos_enc: torch.Tensor | None = None
 
     @property
@@ -230,6 +230,7 @@ class VideoPredictor(ModelBacked):
             storage_device=torch.device("cpu") if offload_state_to_cpu else device,
             offload_video_to_cpu=offload_video_to_cpu,
             offload_state_to_cpu=offload_state_to_cpu,
+            features=LRU(self.feature_cache_size),
         )
 
     @torch.inference_mode()
@@ -587,16 +588,12 @@ class VideoPredictor(ModelBacked):
         return state.maskmem_pos_enc
 
     def _features(self, state: VideoState, frame_idx: int) -> trk.FrameFeatures:
-        feats = state.features.get(frame_idx)
-        if feats is None:
-            image = state.frames[frame_idx].to(state.device).float().unsqueeze(0)
-            feats = trk.frame_features(self.model, image)
-            state.features[frame_idx] = feats
-            while len(state.features) > self.feature_cache_size:
-                state.features.popitem(last=False)
-        else:
-            state.features.move_to_end(frame_idx)
-        return feats
+        return state.features.get_or_create(
+            frame_idx,
+            lambda: trk.frame_features(
+                self.model, state.frames[frame_idx].to(state.device).float().unsqueeze(0)
+            ),
+        )
 
     def _consolidated_masks(self, state: VideoState, frame_idx: int, is_cond: bool) -> torch.Tensor:
         """Every object's current mask on a frame at video resolution; missing objects get NO_OBJ_SCORE."""

@@ -8,7 +8,6 @@ import hashlib
 import queue
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from .. import transforms as T
 from .._files import atomic_write
+from .._lru import LRU
 from ..modeling import SAM2Model
 from .config import ServerConfig
 from .errors import ApiError
@@ -32,43 +32,6 @@ class Embedding:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.image_embed, *self.high_res))
-
-
-class LRU:
-    """A thread-safe LRU bounded by entry count and (optionally) by total bytes."""
-
-    def __init__(self, max_entries: int, max_bytes: int | None = None) -> None:
-        self.max_entries, self.max_bytes = max(1, max_entries), max_bytes
-        self._d: OrderedDict[str, tuple[object, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: str):
-        with self._lock:
-            item = self._d.get(key)
-            if item is None:
-                return None
-            self._d.move_to_end(key)
-            return item[0]
-
-    def put(self, key: str, value, nbytes: int = 0) -> None:
-        with self._lock:
-            if key in self._d:
-                self._bytes -= self._d.pop(key)[1]
-            self._d[key] = (value, nbytes)
-            self._bytes += nbytes
-            while len(self._d) > self.max_entries or (
-                self.max_bytes and self._bytes > self.max_bytes and len(self._d) > 1
-            ):
-                _, (_, b) = self._d.popitem(last=False)
-                self._bytes -= b
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
 
 
 class Engine:
