@@ -93,10 +93,18 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return filter_state_dict(obj)
 
 
-def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+def _meta_model(cfg: ModelConfig) -> SAM2Model:
+    """The model's structure without memory or random init (parameters on the meta device)."""
     with torch.device("meta"):
-        model = SAM2Model(cfg)
+        return SAM2Model(cfg)
+
+
+def _shapes(model: SAM2Model) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    return _shapes(_meta_model(cfg))
 
 
 def _guess_variant(sd: Mapping[str, torch.Tensor]) -> str | None:
@@ -107,8 +115,13 @@ def _guess_variant(sd: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
-def _check_keys(cfg: ModelConfig, sd: Mapping[str, torch.Tensor], source: str) -> None:
-    expected = _expected_shapes(cfg)
+def _check_keys(
+    cfg: ModelConfig,
+    sd: Mapping[str, torch.Tensor],
+    source: str,
+    expected: dict[str, tuple[int, ...]],
+) -> None:
+    """Raise naming missing/unexpected/mis-shaped keys (and the variant the checkpoint looks like)."""
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     wrong = [
@@ -208,10 +221,9 @@ def load_model(
             raise CheckpointError(f"{cfg.name!r} has no official weights; pass checkpoint=...")
         checkpoint = download_checkpoint(cfg.name)
     sd = load_state_dict_file(checkpoint)
-    _check_keys(cfg, sd, str(checkpoint))
     # Build on the meta device and adopt the loaded tensors: no time spent on random init.
-    with torch.device("meta"):
-        model = SAM2Model(cfg)
+    model = _meta_model(cfg)
+    _check_keys(cfg, sd, str(checkpoint), _shapes(model))
     model.load_state_dict(sd, strict=True, assign=True)
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point() and t.dtype != torch.float32:
