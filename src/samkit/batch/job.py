@@ -1,0 +1,255 @@
+"""What a batch job computes for one image, independent of the engine that schedules it.
+
+:class:`BatchSettings` holds everything that decides the results; :class:`Segmenter` holds the model
+and turns decoded images (plus their prompts) into result documents. The local engine and every Ray
+actor run the same Segmenter, so both write the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import rle
+from .. import transforms as T
+from ..visualize import mask_stats
+from .prompts import Prompt
+
+MODES = ("prompts", "auto")
+# AutomaticMaskGenerator arguments a job may set (the CLI exposes them as --points-per-side etc.)
+AUTO_ARGS = (
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "stability_score_offset",
+    "mask_threshold",
+    "box_nms_thresh",
+    "crop_n_layers",
+    "crop_nms_thresh",
+    "crop_overlap_ratio",
+    "crop_n_points_downscale_factor",
+    "min_mask_region_area",
+    "use_m2m",
+    "multimask_output",
+)
+# scores are written rounded, so that the last float bits (which depend on thread count and
+# batch composition in the GEMMs) never make two runs of the same job differ
+SCORE_DIGITS = 5
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Everything that decides a job's results (and how they are written).
+
+    model/checkpoint/device/precision: as for :func:`samkit.load_model`.
+    mode: ``"prompts"`` (masks for the prompt file's points/boxes) or ``"auto"`` (automatic masks).
+    auto: AutomaticMaskGenerator arguments for ``mode="auto"`` (see :data:`AUTO_ARGS`).
+    batch_size: images encoded together (0: the model's choice, 1 on the CPU).
+    png: also write each mask as PNG; overlay: also write the image with its masks drawn.
+    """
+
+    model: str = "sam2.1-hiera-tiny"
+    checkpoint: str | None = None
+    device: str | None = None
+    precision: str = "fp32"
+    mode: str = "prompts"
+    auto: dict = field(default_factory=dict)
+    batch_size: int = 0
+    png: bool = False
+    overlay: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        unknown = set(self.auto) - set(AUTO_ARGS)
+        if unknown:
+            raise ValueError(f"unknown automatic-mask argument(s): {', '.join(sorted(unknown))}")
+        if self.batch_size < 0:
+            raise ValueError(f"batch_size must be >= 0, got {self.batch_size}")
+
+    def identity(self) -> dict:
+        """The settings that change what a result file holds (not where or how fast it is computed)."""
+        ckpt = None
+        if self.checkpoint:
+            p = Path(self.checkpoint)
+            ckpt = {"name": p.name, "bytes": p.stat().st_size if p.exists() else None}
+        return {
+            "model": self.model,
+            "checkpoint": ckpt,
+            "precision": self.precision,
+            "mode": self.mode,
+            "auto": dict(sorted(self.auto.items())) if self.mode == "auto" else None,
+        }
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ImageResult:
+    """One image's outcome: ``doc`` (the per-image JSON) when it worked, ``error`` when it did not."""
+
+    key: str
+    doc: dict | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def num_masks(self) -> int:
+        return len(self.doc["annotations"]) if self.doc else 0
+
+
+def dumps(doc: dict) -> str:
+    """The per-image JSON text: compact, keys in a fixed order, so equal results are equal bytes."""
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+def error_text(e: BaseException) -> str:
+    """One line naming what went wrong."""
+    msg = " ".join(str(e).split())
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _score(x: float) -> float:
+    return round(float(x), SCORE_DIGITS)
+
+
+class Segmenter:
+    """The model side of a job: ``segment(items)`` for a batch of decoded images.
+
+    Args:
+        settings: the job's :class:`BatchSettings`.
+        model: an already loaded SAM2Model (else it is loaded from the settings).
+    """
+
+    def __init__(self, settings: BatchSettings, model=None) -> None:
+        from ..checkpoints import load_model
+        from ..predictors import AutomaticMaskGenerator, ImagePredictor
+
+        self.settings = settings
+        if model is None:
+            model = load_model(
+                settings.model, checkpoint=settings.checkpoint, device=settings.device, precision=settings.precision
+            )
+        self.model = model
+        self.batch_size = settings.batch_size or model.encoder_batch
+        self.predictor = ImagePredictor(model)
+        self.generator = None
+        if settings.mode == "auto":
+            self.generator = AutomaticMaskGenerator(
+                model, output_mode="coco_rle", fast=settings.precision == "bf16", **settings.auto
+            )
+
+    @property
+    def image_size(self) -> int:
+        return self.model.cfg.image_size
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor | None:
+        """(3, S, S) encoder input for prompted mode (run by the reader threads); None in auto mode,
+        where the generator crops and preprocesses itself."""
+        if self.settings.mode == "auto":
+            return None
+        return T.preprocess_image(image, self.image_size)
+
+    def _doc(self, key: str, image: np.ndarray, annotations: list[dict]) -> dict:
+        h, w = image.shape[:2]
+        return {
+            "image": key,
+            "width": int(w),
+            "height": int(h),
+            "model": self.model.cfg.name,
+            "mode": self.settings.mode,
+            "annotations": annotations,
+        }
+
+    @torch.inference_mode()
+    def segment(
+        self,
+        items: list[tuple[str, np.ndarray, torch.Tensor | None, list[Prompt] | None]],
+    ) -> list[ImageResult]:
+        """Results for (key, image, preprocessed or None, prompts or None) items; an image that fails
+        gives a result with ``error`` set, and the others go on."""
+        if self.settings.mode == "auto":
+            return [self._one(self._auto, key, image) for key, image, _, _ in items]
+        t0 = time.perf_counter()
+        inputs = [x if x is not None else T.preprocess_image(im, self.image_size) for _, im, x, _ in items]
+        batch = torch.stack(inputs).to(self.model.device)
+        embed, high_res = self.model.encode_images(batch)
+        share = (time.perf_counter() - t0) / len(items)
+        results = []
+        for i, (key, image, _, prompts) in enumerate(items):
+            self.predictor.set_embedding(embed[i : i + 1], [f[i : i + 1] for f in high_res], image.shape[:2])
+            r = self._one(self._prompted, key, image, prompts)
+            r.seconds += share
+            results.append(r)
+        return results
+
+    def _one(self, fn, key: str, image: np.ndarray, *args) -> ImageResult:
+        t = time.perf_counter()
+        try:
+            doc = self._doc(key, image, fn(image, *args))
+            return ImageResult(key, doc=doc, seconds=time.perf_counter() - t)
+        except (ValueError, RuntimeError, TypeError, IndexError) as e:
+            return ImageResult(key, error=error_text(e), seconds=time.perf_counter() - t)
+
+    def _auto(self, image: np.ndarray) -> list[dict]:
+        anns = self.generator.generate(image)
+        return [
+            {
+                "segmentation": a["segmentation"],
+                "area": int(a["area"]),
+                "bbox": [float(v) for v in a["bbox"]],
+                "predicted_iou": _score(a["predicted_iou"]),
+                "stability_score": _score(a["stability_score"]),
+                "point_coords": [[float(x), float(y)] for x, y in a["point_coords"]],
+                "crop_box": [float(v) for v in a["crop_box"]],
+            }
+            for a in anns
+        ]
+
+    def _prompted(self, image: np.ndarray, prompts: list[Prompt] | None) -> list[dict]:
+        if not prompts:
+            raise ValueError("no prompts for this image in the prompt file")
+        # prompts of the same shape are decoded together: (B, N, 2) points and/or (B, 4) boxes
+        groups: dict[tuple, list[int]] = {}
+        for j, p in enumerate(prompts):
+            sig = (len(p.points) if p.points else 0, p.box is not None)
+            groups.setdefault(sig, []).append(j)
+        out: list[dict | None] = [None] * len(prompts)
+        for (npts, has_box), idx in groups.items():
+            ps = [prompts[j] for j in idx]
+            coords = np.array([p.points for p in ps], dtype=np.float32) if npts else None
+            labels = np.array([p.labels for p in ps], dtype=np.int64) if npts else None
+            boxes = np.array([p.box for p in ps], dtype=np.float32) if has_box else None
+            multimask = ps[0].multimask
+            masks, scores, _ = self.predictor.predict(
+                point_coords=coords if coords is None or len(ps) > 1 else coords[0],
+                point_labels=labels if labels is None or len(ps) > 1 else labels[0],
+                box=boxes if boxes is None or len(ps) > 1 else boxes[0],
+                multimask_output=multimask,
+            )
+            if len(ps) == 1:
+                masks, scores = masks[None], scores[None]
+            for j, m, s in zip(idx, masks, scores):
+                best = int(np.argmax(s))
+                mask = m[best] > 0
+                stats = mask_stats(mask)
+                out[j] = {
+                    "prompt_index": j,
+                    "prompt": prompts[j].as_dict(),
+                    "segmentation": rle.encode(mask),
+                    "area": stats["area"],
+                    "bbox": [float(v) for v in stats["bbox"]],
+                    "predicted_iou": _score(s[best]),
+                }
+        return out  # type: ignore[return-value]
