@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=0, help="images encoded together (default: 1 on CPU, 64 on GPU)"
     )
     ba.add_argument("--workers", type=int, default=2, help="reader threads of the local engine (default 2)")
-    ba.add_argument("--engine", choices=["local", "ray"], default="local", help="where to run (default local)")
+    ba.add_argument(
+        "--engine", choices=["local", "ray"], default="local", help="where to run (default local)"
+    )
     ba.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: a local Ray")
     ba.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per Ray model actor (default 1)")
     ba.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per Ray model actor (default 0)")
@@ -241,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--ray-batch-size", type=int, default=4, help="images per Ray actor call (default 4)")
     ba.add_argument("--ext", action="append", default=None, help="image extension to look for (repeatable)")
     ba.add_argument("--quiet", action="store_true", help="no progress bar")
-    ba.add_argument("--points-per-side", type=int, default=32, help="--auto: grid of N x N clicks (default 32)")
+    ba.add_argument(
+        "--points-per-side", type=int, default=32, help="--auto: grid of N x N clicks (default 32)"
+    )
     ba.add_argument("--points-per-batch", type=int, default=64, help="--auto: clicks decoded together")
     ba.add_argument("--pred-iou-thresh", type=float, default=0.8, help="--auto: minimum predicted IoU")
     ba.add_argument("--stability-score-thresh", type=float, default=0.95, help="--auto: minimum stability")
@@ -545,7 +549,9 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if args.engine == "local":
         from .checkpoints import load_model
 
-        model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
+        model = load_model(
+            args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args)
+        )
         if args.auto:
             from .predictors import AutomaticMaskGenerator
 

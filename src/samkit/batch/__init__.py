@@ -100,7 +100,9 @@ def run_batch(
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     if settings.mode == "prompts" and prompts is None:
-        raise ValueError("prompted mode needs a prompt file (--prompts FILE), or use automatic masks (--auto)")
+        raise ValueError(
+            "prompted mode needs a prompt file (--prompts FILE), or use automatic masks (--auto)"
+        )
     if settings.mode == "auto" and prompts is not None:
         raise ValueError("give either a prompt file or automatic masks, not both")
     refs = find_images(sources, extensions)

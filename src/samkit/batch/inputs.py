@@ -138,7 +138,9 @@ def _remote(source: str, extensions: tuple[str, ...]) -> list[ImageRef]:
             for line in text.splitlines():
                 entry = line.split("#", 1)[0].strip()
                 if entry:
-                    refs.append(ImageRef(normalize_key(entry), entry if is_url(entry) else f"{parent}/{entry}"))
+                    refs.append(
+                        ImageRef(normalize_key(entry), entry if is_url(entry) else f"{parent}/{entry}")
+                    )
             return refs
         else:
             raise InputError(f"no such file or folder: {source}")

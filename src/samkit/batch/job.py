@@ -139,7 +139,10 @@ class Segmenter:
         self.settings = settings
         if model is None:
             model = load_model(
-                settings.model, checkpoint=settings.checkpoint, device=settings.device, precision=settings.precision
+                settings.model,
+                checkpoint=settings.checkpoint,
+                device=settings.device,
+                precision=settings.precision,
             )
         self.model = model
         self.batch_size = settings.batch_size or model.encoder_batch

@@ -77,7 +77,9 @@ class OutputDir:
             except (OSError, ValueError):
                 old = None
             if old != identity:
-                diff = sorted(k for k in set(identity) | set(old or {}) if (old or {}).get(k) != identity.get(k))
+                diff = sorted(
+                    k for k in set(identity) | set(old or {}) if (old or {}).get(k) != identity.get(k)
+                )
                 raise OutputError(
                     f"{self.root} holds results of a different job (differs in: {', '.join(diff)}); "
                     "use another --out, or --overwrite to start afresh"
