@@ -232,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument(
         "--batch-size", type=int, default=0, help="images encoded together (default: 1 on CPU, 64 on GPU)"
     )
-    ba.add_argument("--workers", type=int, default=2, help="reader threads of the local engine (default 2)")
+    ba.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="local engine: worker processes, each with a model (default: 2 on a multi-core CPU, 1 on GPU)",
+    )
+    ba.add_argument("--workers", type=int, default=2, help="reader threads per process (default 2)")
     ba.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="where to run (default local)"
     )
@@ -523,6 +529,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         raise CLIError("--batch-size must be >= 0")
     if args.workers < 1:
         raise CLIError("--workers must be >= 1")
+    if args.processes is not None and args.processes < 1:
+        raise CLIError("--processes must be >= 1")
     auto = {}
     if args.auto:
         auto = {
@@ -545,10 +553,12 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         png=args.png,
         overlay=args.overlay,
     )
-    model = None
+    model, processes = None, args.processes
     if args.engine == "local":
+        from .batch.local import default_processes
         from .checkpoints import load_model
 
+        # load here, so a bad --model/--checkpoint fails with one line before any work starts
         model = load_model(
             args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args)
         )
@@ -556,6 +566,9 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             from .predictors import AutomaticMaskGenerator
 
             AutomaticMaskGenerator(model, **auto)  # validates the arguments before any image is read
+        processes = processes or default_processes(args.device)
+        if processes > 1:
+            model = None  # each worker process loads its own
     exts = tuple(e if e.startswith(".") else f".{e}" for e in args.ext) if args.ext else None
     try:
         summary = run_batch(
@@ -565,6 +578,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             prompts=args.prompts,
             engine=args.engine,
             workers=args.workers,
+            processes=processes,
             ray=RayOptions(
                 address=args.address,
                 num_cpus=args.num_cpus,

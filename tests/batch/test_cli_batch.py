@@ -156,6 +156,8 @@ def test_kill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_chec
     proc = _spawn(root, out, tiny_checkpoint)
     _wait_for_lines(proc, out, 3)
     proc.send_signal(sig)
+    # communicate() returns once every holder of the output pipes is gone: the worker processes too,
+    # which leave on their own when their parent was killed with -9
     _, err = proc.communicate(timeout=60)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "Run the same command again to continue" in err

@@ -144,9 +144,21 @@ def test_same_inputs_give_byte_identical_results(tmp_path, photos, prompt_file, 
         progress=False,
         coco=b / "coco.json",
         workers=3,
+        processes=1,
     )
-    assert results(a) == results(b) and len(results(a)) == 6
-    assert (a / "coco.json").read_bytes() == (b / "coco.json").read_bytes()
+    # two worker processes with a model and one torch thread each
+    c = tmp_path / "c"
+    run_batch(
+        root,
+        c,
+        settings(tiny_checkpoint),
+        prompts=prompt_file,
+        progress=False,
+        coco=c / "coco.json",
+        processes=2,
+    )
+    assert results(a) == results(b) == results(c) and len(results(a)) == 6
+    assert (a / "coco.json").read_bytes() == (b / "coco.json").read_bytes() == (c / "coco.json").read_bytes()
 
 
 def test_rerun_skips_done_images_and_retries_failed_ones(tmp_path, photos, tiny_model, tiny_checkpoint):

@@ -74,6 +74,7 @@ def run_batch(
     prompts: str | os.PathLike | None = None,
     engine: str = "local",
     workers: int = 2,
+    processes: int | None = None,
     ray: RayOptions | None = None,
     coco: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -88,7 +89,9 @@ def run_batch(
         sources: folder(s), glob(s), list file(s) or fsspec URL(s) (see :func:`find_images`).
         settings: model and mode (``"prompts"`` needs ``prompts``, a JSON-lines file).
         engine: ``"local"`` (threads on this machine) or ``"ray"`` (Ray Data, see ``ray``).
-        workers: reader threads of the local engine.
+        workers: reader threads of the local engine (with one process).
+        processes: worker processes of the local engine, each with its own model (default: 1 when
+            ``model`` is given, else 2 on a multi-core CPU and 1 on an accelerator).
         coco: also write one COCO dataset file of every finished image of the job.
         overwrite: start afresh in an ``out`` that holds another job's results.
         model: an already loaded SAM2Model for the local engine (default: load from settings).
@@ -130,7 +133,15 @@ def run_batch(
         summary.todo = len(todo)
         if summary.skipped:
             log(f"{summary.skipped} of {len(refs)} images already done in {out}; continuing with {len(todo)}")
-        _run(output, todo, settings, prompt_map, engine, workers, ray, progress, model, summary)
+        if processes is None:
+            from .local import default_processes
+
+            processes = 1 if model is not None else default_processes(settings.device)
+        if processes < 1:
+            raise ValueError(f"processes must be >= 1, got {processes}")
+        if processes > 1:
+            model = None  # every worker process loads its own
+        _run(output, todo, settings, prompt_map, engine, (workers, processes), ray, progress, model, summary)
         if summary.no_prompts:
             log(f"note: {summary.no_prompts} image(s) have no prompts in {prompts}; recorded as failed")
         if coco is not None:
@@ -141,7 +152,7 @@ def run_batch(
     return summary
 
 
-def _run(output, todo, settings, prompt_map, engine, workers, ray_opts, progress, model, summary) -> None:
+def _run(output, todo, settings, prompt_map, engine, parallel, ray_opts, progress, model, summary) -> None:
     from tqdm import tqdm
 
     from .output import BackgroundWriter
@@ -169,8 +180,8 @@ def _run(output, todo, settings, prompt_map, engine, workers, ray_opts, progress
         if todo and engine == "local":
             from .local import run_local
 
-            segmenter = Segmenter(settings, model=model)
-            run_local(todo, segmenter, writer, prompt_map, workers=workers, keep_images=settings.overlay)
+            workers, processes = parallel
+            run_local(todo, settings, writer, prompt_map, workers=workers, processes=processes, model=model)
         elif todo:
             from .ray_engine import run_ray
 

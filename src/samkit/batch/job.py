@@ -157,13 +157,6 @@ class Segmenter:
     def image_size(self) -> int:
         return self.model.cfg.image_size
 
-    def preprocess(self, image: np.ndarray) -> torch.Tensor | None:
-        """(3, S, S) encoder input for prompted mode (run by the reader threads); None in auto mode,
-        where the generator crops and preprocesses itself."""
-        if self.settings.mode == "auto":
-            return None
-        return T.preprocess_image(image, self.image_size)
-
     def _doc(self, key: str, image: np.ndarray, annotations: list[dict]) -> dict:
         h, w = image.shape[:2]
         return {
