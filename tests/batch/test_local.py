@@ -237,7 +237,7 @@ def test_a_folder_of_another_job_is_refused(tmp_path, photos, prompt_file, tiny_
         overwrite=True,
     )
     assert summary.skipped == 0 and summary.ok == len(keys)
-    assert all(r.get("mode", "prompts") for r in manifest(out))
+    assert len(manifest(out)) == len(keys) + 1  # the old job's manifest went with --overwrite
     assert json.loads((out / "results" / "p0.jpg.json").read_text())["mode"] == "prompts"
 
 
