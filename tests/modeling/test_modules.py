@@ -84,3 +84,32 @@ def test_memory_modules_run(tiny_model):
         )
     assert out.shape == curr.shape and torch.isfinite(out).all()
     assert math.isfinite(out.sum().item())
+
+
+def test_hiera_position_embedding_cache_follows_the_weights():
+    from samkit.modeling.hiera import Hiera
+
+    torch.manual_seed(0)
+    trunk = Hiera(VARIANTS["test-tiny"].hiera)
+    with torch.no_grad():
+        first = trunk.position_embedding(32, 32)
+        assert trunk.position_embedding(32, 32) is first  # cached
+        trunk.pos_embed.add_(1.0)  # loading other weights in place
+        second = trunk.position_embedding(32, 32)
+    assert torch.allclose(second, first + 1.0, atol=1e-5)
+    # training: no cache, gradients reach the parameter
+    trunk.pos_embed.grad = None
+    trunk.position_embedding(32, 32).sum().backward()
+    assert trunk.pos_embed.grad is not None and trunk.pos_embed.grad.abs().sum() > 0
+
+
+def test_reduced_precision_lateral_matches_the_convolution():
+    from samkit.modeling.image_encoder import _Lateral
+
+    torch.manual_seed(0)
+    lat = _Lateral(16, 8)
+    x = torch.randn(2, 10, 12, 16).permute(0, 3, 1, 2)  # channels-last, as the trunk hands it over
+    exact = lat(x)
+    fast = lat.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert fast.shape == exact.shape == (2, 8, 10, 12) and fast.dtype == torch.bfloat16
+    assert torch.allclose(fast.float(), exact, atol=0.05, rtol=0.05)

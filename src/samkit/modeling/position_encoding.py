@@ -31,7 +31,7 @@ class PositionEmbeddingSine(nn.Module):
         self.half = num_pos_feats // 2
         self.temperature = temperature
         self.scale = scale
-        self._cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        self._cache: dict[tuple, torch.Tensor] = {}
 
     def table(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         """(num_pos_feats, H, W) encoding, float32."""
@@ -59,7 +59,14 @@ class PositionEmbeddingSine(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pe = self.table(x.shape[-2], x.shape[-1], x.device)
-        return pe.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1, -1)
+        if x.dtype != pe.dtype:
+            # a cast of the level-0 table is 64 MiB of copying per image: keep one per dtype too
+            key = (x.shape[-2], x.shape[-1], torch.device(x.device), x.dtype)
+            cast = self._cache.get(key)
+            if cast is None:
+                cast = self._cache[key] = pe.to(x.dtype)
+            pe = cast
+        return pe.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
 
 
 class PositionEmbeddingRandom(nn.Module):
