@@ -71,3 +71,46 @@ def test_ray_options_are_checked():
         RayOptions(concurrency=0)
     with pytest.raises(ValueError, match="batch size"):
         RayOptions(batch_size=0)
+
+
+def test_batch_cli_with_the_ray_engine(ray_local, capsys, tmp_path, photos, prompt_file, tiny_checkpoint):
+    from samkit.cli import main
+
+    root, keys = photos
+    args = ["--model", "test-tiny", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--quiet"]
+    code = main(
+        [
+            "batch",
+            str(root),
+            "--out",
+            str(tmp_path / "ray"),
+            "--prompts",
+            str(prompt_file),
+            "--engine",
+            "ray",
+            "--num-cpus",
+            "1",
+            "--concurrency",
+            "1",
+            "--ray-batch-size",
+            "3",
+            *args,
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 3 and f"{len(keys)} ok, 1 failed" in out, err
+    code = main(
+        [
+            "batch",
+            str(root),
+            "--out",
+            str(tmp_path / "local"),
+            "--prompts",
+            str(prompt_file),
+            "--processes",
+            "1",
+            *args,
+        ]
+    )
+    assert code == 3
+    assert results(tmp_path / "ray") == results(tmp_path / "local")
