@@ -267,3 +267,13 @@ def test_bad_job_arguments(tmp_path, photos, prompt_file, tiny_checkpoint):
     with pytest.raises(ValueError, match="unknown automatic-mask"):
         BatchSettings(mode="auto", auto={"points_per_sid": 3})
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_an_output_folder_inside_the_inputs_is_not_read_back(tmp_path, photos, tiny_model, tiny_checkpoint):
+    root, keys = photos
+    out = root / "results"
+    s = settings(tiny_checkpoint, "auto", png=True, overlay=True)
+    first = run_batch(root, out, s, model=tiny_model, progress=False)
+    assert first.images == len(keys) + 1 and list((out / "overlays").rglob("*.png"))
+    again = run_batch(root, out, s, model=tiny_model, progress=False)
+    assert again.images == len(keys) + 1 and again.skipped == len(keys)

@@ -109,6 +109,13 @@ def run_batch(
     if settings.mode == "auto" and prompts is not None:
         raise ValueError("give either a prompt file or automatic masks, not both")
     refs = find_images(sources, extensions)
+    # an output folder inside the input folder must not feed its own PNGs back in on a rerun
+    out_dir = os.path.realpath(out)
+    refs = [
+        r for r in refs if "://" in r.uri or os.path.commonpath([os.path.realpath(r.uri), out_dir]) != out_dir
+    ]
+    if not refs:
+        raise InputError(f"no images found outside the output folder {out}")
     prompt_map = load_prompts(prompts) if prompts is not None else None
     identity = settings.identity()
     if prompts is not None:
