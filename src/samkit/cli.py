@@ -79,6 +79,44 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_generator_args(p: argparse.ArgumentParser, note: str = "") -> None:
+    """The automatic mask generator's settings, shared by ``auto`` and ``batch --auto``."""
+    p.add_argument("--points-per-side", type=int, default=32, help=f"{note}grid of N x N clicks (default 32)")
+    p.add_argument(
+        "--points-per-batch", type=int, default=64, help=f"{note}clicks decoded together (default 64)"
+    )
+    p.add_argument(
+        "--pred-iou-thresh", type=float, default=0.8, help=f"{note}minimum predicted IoU (default 0.8)"
+    )
+    p.add_argument(
+        "--stability-score-thresh", type=float, default=0.95, help=f"{note}minimum stability (default 0.95)"
+    )
+    p.add_argument(
+        "--box-nms-thresh", type=float, default=0.7, help=f"{note}box NMS IoU threshold (default 0.7)"
+    )
+    p.add_argument(
+        "--crop-n-layers", type=int, default=0, help=f"{note}extra layers of image crops (default 0)"
+    )
+    p.add_argument(
+        "--min-mask-region-area", type=int, default=0, help=f"{note}fill holes/remove specks up to this area"
+    )
+    p.add_argument("--use-m2m", action="store_true", help=f"{note}refine each mask once with its own logits")
+
+
+def _generator_kwargs(args: argparse.Namespace) -> dict:
+    """AutomaticMaskGenerator arguments from the options of :func:`_add_generator_args`."""
+    return {
+        "points_per_side": args.points_per_side,
+        "points_per_batch": args.points_per_batch,
+        "pred_iou_thresh": args.pred_iou_thresh,
+        "stability_score_thresh": args.stability_score_thresh,
+        "box_nms_thresh": args.box_nms_thresh,
+        "crop_n_layers": args.crop_n_layers,
+        "min_mask_region_area": args.min_mask_region_area,
+        "use_m2m": args.use_m2m,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="samkit",
@@ -156,18 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("image", help="image file")
     au.add_argument("--out", default=None, help="COCO JSON file to write")
     au.add_argument("--overlay", default=None, help="PNG with every mask drawn")
-    au.add_argument("--points-per-side", type=int, default=32, help="grid of N x N clicks (default 32)")
-    au.add_argument("--points-per-batch", type=int, default=64, help="clicks decoded together (default 64)")
-    au.add_argument("--pred-iou-thresh", type=float, default=0.8, help="minimum predicted IoU (default 0.8)")
-    au.add_argument(
-        "--stability-score-thresh", type=float, default=0.95, help="minimum stability (default 0.95)"
-    )
-    au.add_argument("--box-nms-thresh", type=float, default=0.7, help="box NMS IoU threshold (default 0.7)")
-    au.add_argument("--crop-n-layers", type=int, default=0, help="extra layers of image crops (default 0)")
-    au.add_argument(
-        "--min-mask-region-area", type=int, default=0, help="fill holes/remove specks up to this area"
-    )
-    au.add_argument("--use-m2m", action="store_true", help="refine each mask once with its own logits")
+    _add_generator_args(au)
     au.add_argument("--json", action="store_true", help="print a summary as JSON")
     _add_model_args(au)
 
@@ -249,15 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--ray-batch-size", type=int, default=4, help="images per Ray actor call (default 4)")
     ba.add_argument("--ext", action="append", default=None, help="image extension to look for (repeatable)")
     ba.add_argument("--quiet", action="store_true", help="no progress bar")
-    ba.add_argument(
-        "--points-per-side", type=int, default=32, help="--auto: grid of N x N clicks (default 32)"
-    )
-    ba.add_argument("--points-per-batch", type=int, default=64, help="--auto: clicks decoded together")
-    ba.add_argument("--pred-iou-thresh", type=float, default=0.8, help="--auto: minimum predicted IoU")
-    ba.add_argument("--stability-score-thresh", type=float, default=0.95, help="--auto: minimum stability")
-    ba.add_argument("--box-nms-thresh", type=float, default=0.7, help="--auto: box NMS IoU threshold")
-    ba.add_argument("--crop-n-layers", type=int, default=0, help="--auto: extra layers of image crops")
-    ba.add_argument("--min-mask-region-area", type=int, default=0, help="--auto: fill/remove small regions")
+    _add_generator_args(ba, note="--auto: ")
     _add_model_args(ba)
 
     be = sub.add_parser(
@@ -431,14 +450,7 @@ def _cmd_auto(args: argparse.Namespace) -> int:
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
     gen = AutomaticMaskGenerator(
         model,
-        points_per_side=args.points_per_side,
-        points_per_batch=args.points_per_batch,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
-        box_nms_thresh=args.box_nms_thresh,
-        crop_n_layers=args.crop_n_layers,
-        min_mask_region_area=args.min_mask_region_area,
-        use_m2m=args.use_m2m,
+        **_generator_kwargs(args),
         output_mode="coco_rle",
         fast=args.fast,
     )
@@ -531,17 +543,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         raise CLIError("--workers must be >= 1")
     if args.processes is not None and args.processes < 1:
         raise CLIError("--processes must be >= 1")
-    auto = {}
-    if args.auto:
-        auto = {
-            "points_per_side": args.points_per_side,
-            "points_per_batch": args.points_per_batch,
-            "pred_iou_thresh": args.pred_iou_thresh,
-            "stability_score_thresh": args.stability_score_thresh,
-            "box_nms_thresh": args.box_nms_thresh,
-            "crop_n_layers": args.crop_n_layers,
-            "min_mask_region_area": args.min_mask_region_area,
-        }
+    auto = _generator_kwargs(args) if args.auto else {}
     settings = BatchSettings(
         model=args.model,
         checkpoint=args.checkpoint,
@@ -566,9 +568,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             from .predictors import AutomaticMaskGenerator
 
             AutomaticMaskGenerator(model, **auto)  # validates the arguments before any image is read
+        # with several worker processes run_batch leaves this model unused: each worker loads its own
         processes = processes or default_processes(args.device)
-        if processes > 1:
-            model = None  # each worker process loads its own
     exts = tuple(e if e.startswith(".") else f".{e}" for e in args.ext) if args.ext else None
     try:
         summary = run_batch(

@@ -148,7 +148,7 @@ def run_batch(
             raise ValueError(f"processes must be >= 1, got {processes}")
         if processes > 1:
             model = None  # every worker process loads its own
-        _run(output, todo, settings, prompt_map, engine, (workers, processes), ray, progress, model, summary)
+        _run(output, todo, settings, prompt_map, engine, workers, processes, ray, progress, model, summary)
         if summary.no_prompts:
             log(f"note: {summary.no_prompts} image(s) have no prompts in {prompts}; recorded as failed")
         if coco is not None:
@@ -159,7 +159,9 @@ def run_batch(
     return summary
 
 
-def _run(output, todo, settings, prompt_map, engine, parallel, ray_opts, progress, model, summary) -> None:
+def _run(
+    output, todo, settings, prompt_map, engine, workers, processes, ray_opts, progress, model, summary
+) -> None:
     from tqdm import tqdm
 
     from .output import BackgroundWriter
@@ -187,7 +189,6 @@ def _run(output, todo, settings, prompt_map, engine, parallel, ray_opts, progres
         if todo and engine == "local":
             from .local import run_local
 
-            workers, processes = parallel
             run_local(todo, settings, writer, prompt_map, workers=workers, processes=processes, model=model)
         elif todo:
             from .ray_engine import run_ray

@@ -73,21 +73,19 @@ def _fsspec_fs(url: str):
         raise InputError(f"cannot open {scheme}:// URLs: {e}") from None
 
 
-def _list_file(path: Path, extensions: tuple[str, ...]) -> list[ImageRef]:
-    """A text file of image paths (or URLs), one per line; '#' starts a comment. Relative paths are
-    relative to the list file's folder; their key is the path as written."""
+def _list_entries(text: str, join) -> list[ImageRef]:
+    """A list file's text: one image path (or URL) per line; '#' starts a comment. ``join(entry)`` makes
+    a relative path relative to the list file's folder; the key is the path as written (without the
+    scheme of a URL)."""
     refs = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         entry = line.split("#", 1)[0].strip()
         if not entry:
             continue
         if is_url(entry):
-            key = normalize_key(entry.split("://", 1)[1])
-            refs.append(ImageRef(key, entry))
+            refs.append(ImageRef(normalize_key(entry.split("://", 1)[1]), entry))
         else:
-            p = Path(entry)
-            uri = str(p if p.is_absolute() else path.parent / p)
-            refs.append(ImageRef(normalize_key(entry), uri))
+            refs.append(ImageRef(normalize_key(entry), join(entry)))
     return refs
 
 
@@ -111,7 +109,8 @@ def _local(source: str, extensions: tuple[str, ...]) -> list[ImageRef]:
     if path.is_file():
         if _is_image_name(path.name, extensions):
             return [ImageRef(path.name, str(path))]
-        return _list_file(path, extensions)
+        # os.path.join keeps an absolute entry as it is
+        return _list_entries(path.read_text(encoding="utf-8"), lambda e: os.path.join(path.parent, e))
     raise InputError(f"no such file or folder: {source}")
 
 
@@ -132,16 +131,8 @@ def _remote(source: str, extensions: tuple[str, ...]) -> list[ImageRef]:
         elif fs.isfile(root):
             if _is_image_name(root, extensions):
                 return [ImageRef(root.rsplit("/", 1)[-1], source)]
-            text = fs.cat_file(root).decode("utf-8")
-            refs = []
             parent = source.rsplit("/", 1)[0]
-            for line in text.splitlines():
-                entry = line.split("#", 1)[0].strip()
-                if entry:
-                    refs.append(
-                        ImageRef(normalize_key(entry), entry if is_url(entry) else f"{parent}/{entry}")
-                    )
-            return refs
+            return _list_entries(fs.cat_file(root).decode("utf-8"), lambda e: f"{parent}/{e}")
         else:
             raise InputError(f"no such file or folder: {source}")
     except OSError as e:

@@ -153,10 +153,6 @@ class Segmenter:
                 model, output_mode="coco_rle", fast=settings.precision == "bf16", **settings.auto
             )
 
-    @property
-    def image_size(self) -> int:
-        return self.model.cfg.image_size
-
     def _doc(self, key: str, image: np.ndarray, annotations: list[dict]) -> dict:
         h, w = image.shape[:2]
         return {
@@ -171,19 +167,18 @@ class Segmenter:
     @torch.inference_mode()
     def segment(
         self,
-        items: list[tuple[str, np.ndarray, torch.Tensor | None, list[Prompt] | None]],
+        items: list[tuple[str, np.ndarray, list[Prompt] | None]],
     ) -> list[ImageResult]:
-        """Results for (key, image, preprocessed or None, prompts or None) items; an image that fails
-        gives a result with ``error`` set, and the others go on."""
+        """Results for (key, image, prompts or None) items; an image that fails gives a result with
+        ``error`` set, and the others go on."""
         if self.settings.mode == "auto":
-            return [self._one(self._auto, key, image) for key, image, _, _ in items]
+            return [self._one(self._auto, key, image) for key, image, _ in items]
         t0 = time.perf_counter()
-        inputs = [x if x is not None else T.preprocess_image(im, self.image_size) for _, im, x, _ in items]
-        batch = torch.stack(inputs).to(self.model.device)
+        batch = T.preprocess_images([im for _, im, _ in items], self.model.cfg.image_size, self.model.device)
         embed, high_res = self.model.encode_images(batch)
         share = (time.perf_counter() - t0) / len(items)
         results = []
-        for i, (key, image, _, prompts) in enumerate(items):
+        for i, (key, image, prompts) in enumerate(items):
             self.predictor.set_embedding(embed[i : i + 1], [f[i : i + 1] for f in high_res], image.shape[:2])
             r = self._one(self._prompted, key, image, prompts)
             r.seconds += share

@@ -102,10 +102,10 @@ def _run_in_process(
                 writer.put(ImageResult(ref.key, error=error_text(e)))
                 image = None
             if image is not None:
-                batch.append((ref.key, image, None, prompts.get(ref.key)))
+                batch.append((ref.key, image, prompts.get(ref.key)))
                 read_seconds.append(dt)
             if batch and (len(batch) >= bs or not pending):
-                for (_, img, _, _), r, dt in zip(batch, segmenter.segment(batch), read_seconds):
+                for (_, img, _), r, dt in zip(batch, segmenter.segment(batch), read_seconds):
                     r.seconds += dt
                     writer.put(r, img if keep_images else None)
                 batch, read_seconds = [], []
@@ -145,7 +145,7 @@ def _work(ref: ImageRef, prompts: list[Prompt] | None) -> ImageResult:
     except Exception as e:
         return ImageResult(ref.key, error=error_text(e), seconds=time.perf_counter() - t)
     dt = time.perf_counter() - t
-    result = _WORKER.segment([(ref.key, image, None, prompts)])[0]
+    result = _WORKER.segment([(ref.key, image, prompts)])[0]
     result.seconds += dt
     return result
 

@@ -81,7 +81,7 @@ class _SegmentActor:
                 results[key] = ImageResult(key, error=str(error))
                 continue
             plist = [parse_prompt(p, key, 0)[1] for p in json.loads(prompts)] if prompts else None
-            items.append((key, np.asarray(image), None, plist))
+            items.append((key, np.asarray(image), plist))
         for i in range(0, len(items), self.segmenter.batch_size):
             for r in self.segmenter.segment(items[i : i + self.segmenter.batch_size]):
                 results[r.key] = r

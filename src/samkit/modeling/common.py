@@ -1,9 +1,24 @@
-"""Small building blocks shared by several components: MLP and a channels-first LayerNorm."""
+"""Small building blocks shared by several components: MLP, a channels-first LayerNorm, pointwise convs."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` in x's dtype (the weights are cast for the call); a 1x1 convolution runs as a matmul
+    over the channels of the channels-last view the trunk's feature maps already have.
+
+    The fast path uses it: the convolution kernel first copied the 64 MiB level-0 map into NCHW order,
+    twice (about 65 ms per 1024 px image). The result is a channels-last (B, C_out, H, W) view.
+    """
+    weight = conv.weight.to(x.dtype)
+    bias = None if conv.bias is None else conv.bias.to(x.dtype)
+    if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
 
 
 class MLP(nn.Module):

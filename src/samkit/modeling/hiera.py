@@ -167,6 +167,7 @@ class Hiera(nn.Module):
             )
             dim = dim_out
         self.channel_list = [self.blocks[e].dim_out for e in ends[::-1]]
+        self._pe_cache: tuple[tuple, torch.Tensor] | None = None  # see position_embedding
 
     def position_embedding(self, h: int, w: int) -> torch.Tensor:
         """(1, h, w, C) background (bicubic-resized) plus the window embedding tiled over it.
@@ -181,9 +182,8 @@ class Hiera(nn.Module):
             pe = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
             return (pe + win.tile([1, 1, h // win.shape[-2], w // win.shape[-1]])).permute(0, 2, 3, 1)
         key = (h, w, self.pos_embed.dtype, self.pos_embed.device, self.pos_embed._version, win._version)
-        cached = getattr(self, "_pe_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if self._pe_cache is not None and self._pe_cache[0] == key:
+            return self._pe_cache[1]
         with torch.no_grad():
             pe = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
             pe = (pe + win.tile([1, 1, h // win.shape[-2], w // win.shape[-1]])).permute(0, 2, 3, 1)

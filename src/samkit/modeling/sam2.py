@@ -8,11 +8,10 @@ heads; video tracking composes the memory parts as small functions in ``samkit.t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..configs import ModelConfig
-from .common import MLP
+from .common import MLP, pointwise_conv
 from .image_encoder import BackboneOutput, ImageEncoder
 from .mask_decoder import MaskDecoder
 from .memory_attention import MemoryAttention
@@ -121,8 +120,8 @@ class SAM2Model(nn.Module):
             # channels), then hand float32 features to the float32 heads. Casting the 256-channel level-0
             # map first cost 100 ms of copies per 1024 px image (a 64 MiB cast plus a layout copy).
             if high_res:
-                out.features[0] = _conv_as(self.sam_mask_decoder.conv_s0, out.features[0])
-                out.features[1] = _conv_as(self.sam_mask_decoder.conv_s1, out.features[1])
+                out.features[0] = pointwise_conv(self.sam_mask_decoder.conv_s0, out.features[0])
+                out.features[1] = pointwise_conv(self.sam_mask_decoder.conv_s1, out.features[1])
             out.features = [f.float() for f in out.features]
             # float32 encodings straight from the (cached) table, not rounded through bfloat16
             out.pos = [self.image_encoder.neck.position_encoding(f) for f in out.features]
@@ -161,16 +160,3 @@ class SAM2Model(nn.Module):
 
     def forward(self, *args, **kwargs):  # pragma: no cover - guidance only
         raise NotImplementedError("use samkit.ImagePredictor / VideoPredictor / AutomaticMaskGenerator")
-
-
-def _conv_as(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A 1x1 ``conv(x)`` computed in x's dtype (the float32 weights are cast for the call).
-
-    Done as a matmul over the channels-last view the trunk's features already have: the convolution
-    kernel first copied the 64 MiB level-0 map into NCHW order (50 ms per image)."""
-    weight = conv.weight.to(x.dtype)
-    bias = None if conv.bias is None else conv.bias.to(x.dtype)
-    if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    y = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)  # (B, H, W, C_out)
-    return y.permute(0, 3, 1, 2)
