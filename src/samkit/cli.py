@@ -601,7 +601,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    rate = f", {summary.images_per_second:.2f} images/s" if summary.ok + summary.failed else ""
+    rate = f", {summary.images_per_second:.2f} images/s" if summary.ok else ""
     print(
         f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done of {summary.images} images; "
         f"{summary.masks} masks in {summary.seconds:.1f} s{rate}; manifest: {Path(args.out) / 'manifest.jsonl'}"

@@ -277,3 +277,23 @@ def test_an_output_folder_inside_the_inputs_is_not_read_back(tmp_path, photos, t
     assert first.images == len(keys) + 1 and list((out / "overlays").rglob("*.png"))
     again = run_batch(root, out, s, model=tiny_model, progress=False)
     assert again.images == len(keys) + 1 and again.skipped == len(keys)
+
+
+def test_prompted_overlay_shows_the_clicks_and_boxes(
+    tmp_path, photos, prompt_file, tiny_model, tiny_checkpoint
+):
+    root, keys = photos
+    out = tmp_path / "out"
+    run_batch(
+        root,
+        out,
+        settings(tiny_checkpoint, overlay=True),
+        prompts=prompt_file,
+        model=tiny_model,
+        progress=False,
+    )
+    overlay = load_image(out / "overlays" / f"{keys[0]}.png")
+    # keys[0]: a positive click at (40, 30), a box (10, 10)-(90, 70) and a negative click at (20, 20)
+    assert tuple(overlay[30, 40]) == (0, 220, 0)
+    assert tuple(overlay[20, 20]) == (230, 0, 0)
+    assert tuple(overlay[10, 75]) == (255, 255, 0)

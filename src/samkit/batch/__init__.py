@@ -64,7 +64,8 @@ class BatchSummary:
 
     @property
     def images_per_second(self) -> float:
-        return (self.ok + self.failed) / self.seconds if self.seconds > 0 else 0.0
+        """Images segmented per second (failures, which may never reach the model, do not count)."""
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
 
 
 def run_batch(

@@ -152,7 +152,7 @@ class OutputDir:
                 if self.png:
                     self._write_pngs(result.key, masks)
                 if self.overlay and image is not None:
-                    self._write_overlay(result.key, image, masks)
+                    self._write_overlay(result.key, image, masks, [a.get("prompt") for a in anns])
             path = result_path(self.root, result.key)
             path.parent.mkdir(parents=True, exist_ok=True)
             text = dumps(result.doc)
@@ -168,14 +168,24 @@ class OutputDir:
         for i, m in enumerate(masks):
             atomic_write(folder / f"{i}.png", lambda p, m=m: mask_to_png(m).save(p, format="PNG"))
 
-    def _write_overlay(self, key: str, image: np.ndarray, masks: list[np.ndarray]) -> None:
+    def _write_overlay(
+        self, key: str, image: np.ndarray, masks: list[np.ndarray], prompts: list[dict | None]
+    ) -> None:
+        """The image with its masks (small ones on top) and, in prompted mode, the clicks and boxes."""
         from ..visualize import overlay_masks
 
         path = self.root / "overlays" / f"{key}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        order = sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))  # small masks on top
+        order = sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))
+        given = [p for p in prompts if p]
+        points = [pt for p in given for pt in p.get("points", [])]
+        labels = [lab for p in given for lab in p.get("labels", [])]
+        boxes = [p["box"] for p in given if "box" in p]
         atomic_write(
-            path, lambda p: overlay_masks(image, [masks[i] for i in order], alpha=0.45).save(p, format="PNG")
+            path,
+            lambda p: overlay_masks(
+                image, [masks[i] for i in order], alpha=0.45, points=points, labels=labels, boxes=boxes
+            ).save(p, format="PNG"),
         )
 
     def close(self) -> None:
