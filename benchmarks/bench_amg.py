@@ -6,8 +6,8 @@ Default generator settings (32x32 points, pred_iou_thresh 0.8, stability 0.95, N
 the perturbed reference model, with its mask logits scaled x100 and its IoU head shifted up, so that
 masks are confident and scores straddle the thresholds as a trained model's do (random weights would
 let every mask fail the first filter, which flatters both packages). Prints wall times, samkit's
-per-stage split, mask counts, whether the exact output equals the reference's, and the fast mode's
-mask IoU against the exact mode.
+per-stage split, mask counts, how the exact output agrees with the reference's (same masks in the same order, score
+and pixel differences at float rounding level), and the fast mode's mask IoU against the exact mode.
 """
 
 from __future__ import annotations
@@ -51,6 +51,28 @@ def match_iou(a: list[dict], b: list[dict]) -> float:
                 best = max(best, inter / np.logical_or(m, y).sum())
         scores.append(best)
     return float(np.mean(scores))
+
+
+def agreement(ref: list[dict], ours: list[dict]) -> dict:
+    """How far samkit's exact output is from the reference's: the same masks in the same order, up
+    to float rounding (the reference differs from itself this much when points_per_batch changes)."""
+    from samkit import rle
+
+    out = {"same_count": len(ref) == len(ours)}
+    if not out["same_count"]:
+        return out
+    out["same_points_and_boxes"] = all(
+        r["point_coords"] == o["point_coords"] and r["bbox"] == o["bbox"] for r, o in zip(ref, ours)
+    )
+    out["max_iou_diff"] = max((abs(r["predicted_iou"] - o["predicted_iou"]) for r, o in zip(ref, ours)), default=0)
+    out["max_stability_diff"] = max(
+        (abs(r["stability_score"] - o["stability_score"]) for r, o in zip(ref, ours)), default=0
+    )
+    out["max_pixel_diff"] = max(
+        (int((rle.decode(r["segmentation"]) != rle.decode(o["segmentation"])).sum()) for r, o in zip(ref, ours)),
+        default=0,
+    )
+    return out
 
 
 def main() -> None:
@@ -102,13 +124,10 @@ def main() -> None:
             flush=True,
         )
     if "reference" in rows:
-        rows["samkit"]["equal_to_reference"] = outputs["samkit"] == outputs["reference"]
+        rows["samkit"]["agreement_with_reference"] = agree = agreement(outputs["reference"], outputs["samkit"])
         for name in ("samkit", "samkit-fast"):
             rows[name]["speedup"] = rows["reference"]["seconds"] / rows[name]["seconds"]
-        print(
-            f"samkit exact: {rows['samkit']['speedup']:.1f}x faster, output equal to the reference: "
-            f"{rows['samkit']['equal_to_reference']}"
-        )
+        print(f"samkit exact: {rows['samkit']['speedup']:.1f}x faster; against the reference: {agree}")
     fast_iou = match_iou(outputs["samkit-fast"], outputs["samkit"])
     exact_iou = match_iou(outputs["samkit"], outputs["samkit-fast"])
     rows["samkit-fast"]["mask_iou_vs_exact"] = {"fast_to_exact": fast_iou, "exact_to_fast": exact_iou}

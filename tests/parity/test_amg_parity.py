@@ -3,6 +3,14 @@
 With filtering off (thresholds 0, NMS 1.0) every mask, score, stability score, box, point and crop
 box must be equal; with thresholds, NMS and crop layers on, the same set of masks must survive.
 The shared groceries photo is halved to keep the reference's full-resolution work short.
+
+"Equal" means equal up to float32 rounding: samkit's decoder orders its sums differently from the
+reference's (that is where its speed comes from), which moves logits by about 1e-7 relative. The
+reference is no more exact than that with itself: run with points_per_batch=7 instead of 64, it
+changes 29 of the 108 predicted IoUs here (by up to 6e-8), 4 stability scores (by up to 1.2e-5)
+and 4 mask pixels. The bounds below allow that much and no more: scores within 1e-6, stability
+within 1e-4 (a few pixels of a mask's union), at most 3 pixels of any mask, boxes, points and crop
+boxes identical.
 """
 
 from __future__ import annotations
@@ -41,8 +49,22 @@ def run_both(variant, image, **kw):
     return ref, ours
 
 
-def same(a, b):
-    return a == b or (isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b))
+def assert_same_annotation(r: dict, o: dict, what: str) -> None:
+    from samkit import rle
+
+    assert r.keys() == o.keys(), what
+    for k in ("point_coords", "crop_box", "bbox"):
+        assert r[k] == o[k], f"{what}: {k} {r[k]} != {o[k]}"
+    assert abs(r["area"] - o["area"]) <= 3, f"{what}: area {r['area']} != {o['area']}"
+    assert abs(r["predicted_iou"] - o["predicted_iou"]) <= 1e-6, f"{what}: {r['predicted_iou']} != {o['predicted_iou']}"
+    rs, os_ = r["stability_score"], o["stability_score"]
+    assert (np.isnan(rs) and np.isnan(os_)) or abs(rs - os_) <= 1e-4, f"{what}: stability {rs} != {os_}"
+    rm, om = r["segmentation"], o["segmentation"]
+    if isinstance(rm, dict):
+        rm, om = rle.decode(rm), rle.decode(om)
+        assert rm.shape == om.shape
+    diff = int((np.asarray(rm) != np.asarray(om)).sum())
+    assert diff <= 3, f"{what}: {diff} pixels differ"
 
 
 @pytest.mark.parametrize("variant", ["sam2-hiera-tiny", "sam2.1-hiera-tiny"])
@@ -58,9 +80,7 @@ def test_unfiltered_outputs_equal(variant, photo):
     ref, ours = run_both(variant, photo, **kw)
     assert len(ours) == len(ref) == 108
     for i, (r, o) in enumerate(zip(ref, ours)):
-        assert r.keys() == o.keys()
-        for k in r:
-            assert same(r[k], o[k]), f"mask {i}: {k} differs: {str(r[k])[:60]} != {str(o[k])[:60]}"
+        assert_same_annotation(r, o, f"mask {i}")
 
 
 @pytest.mark.parametrize("variant", ["sam2-hiera-tiny", "sam2.1-hiera-tiny"])
@@ -78,6 +98,8 @@ def test_filtered_with_crops_same_set(variant, photo):
     )
     ref, ours = run_both(variant, photo, **kw)
     assert 0 < len(ref)
-    key = lambda a: (tuple(a["point_coords"][0]), tuple(a["crop_box"]), a["predicted_iou"])  # noqa: E731
+    key = lambda a: (tuple(a["point_coords"][0]), tuple(a["crop_box"]), round(a["predicted_iou"], 5))  # noqa: E731
     assert sorted(map(key, ours)) == sorted(map(key, ref))
-    assert ours == ref  # the same order and the same masks, too
+    assert len(ours) == len(ref)
+    for i, (r, o) in enumerate(zip(ref, ours)):  # the same order and the same masks, too
+        assert_same_annotation(r, o, f"mask {i}")

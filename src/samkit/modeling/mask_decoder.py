@@ -3,11 +3,30 @@ embedding; each mask token becomes a dynamic 1x1 filter over the upscaled image 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .common import MLP, LayerNorm2d, stability_score
 from .transformer import TwoWayTransformer
+
+# Prompts that go through the decoder together when they share one image: a group's per-prompt image
+# tokens (4 MiB each at 64x64x256) stay in cache across the elementwise steps between the matmuls.
+PROMPT_GROUP = 4
+
+
+@dataclass
+class DecoderInputs:
+    """The image side of one decoder call: src (1 or B, C, h, w) = image embedding + dense prompt,
+    its positional encoding (1, C, h, w), the first layer's shared projections when src is one image
+    for all prompts, and how many prompts to run at a time."""
+
+    src: torch.Tensor
+    image_pe: torch.Tensor
+    shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+    group: int
 
 
 class MaskDecoder(nn.Module):
@@ -83,6 +102,8 @@ class MaskDecoder(nn.Module):
         Returns masks (B, M, 4h, 4w) logits, iou_pred (B, M), sam_tokens (B, M' , C) for the object
         pointer, object_score_logits (B, 1); M = 3 with ``multimask_output`` else 1.
         """
+        # with several masks per prompt the first token's mask is never returned: don't compute it
+        first = 1 if multimask_output else 0
         masks, iou_pred, mask_tokens_out, obj_logits = self.predict_masks(
             image_embeddings,
             image_pe,
@@ -90,9 +111,10 @@ class MaskDecoder(nn.Module):
             dense_prompt_embeddings,
             repeat_image,
             high_res_features,
+            first_mask=first,
         )
         if multimask_output:
-            masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
+            iou_pred = iou_pred[:, 1:]
         elif self.dynamic_multimask_via_stability and not self.training:
             masks, iou_pred = self._dynamic_multimask_via_stability(masks, iou_pred)
         else:
@@ -112,55 +134,101 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         repeat_image: bool,
         high_res_features: list[torch.Tensor] | None = None,
+        first_mask: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """All four masks before selection: (B, 4, 4h, 4w), (B, 4), (B, 4, C), (B, 1)."""
+        """Masks of tokens ``first_mask``.. (B, 4 - first_mask, 4h, 4w), and for all four tokens
+        iou_pred (B, 4), mask tokens (B, 4, C), object score logits (B, 1)."""
+        prep = self.prepare(image_embeddings, dense_prompt_embeddings, repeat_image, image_pe)
+        b = sparse_prompt_embeddings.shape[0]
+        h, w = image_embeddings.shape[-2:]
+        masks = None
+        outs = []
+        for s in range(0, b, prep.group):
+            hs, src = self.run_transformer(prep, sparse_prompt_embeddings[s : s + prep.group], s)
+            iou_pred, mask_tokens_out, obj_logits, hyper_in = self.heads(hs)
+            hyper_in = hyper_in[:, first_mask:]
+            if masks is None:
+                masks = src.new_empty(b, hyper_in.shape[1], 4 * h, 4 * w)
+            self.mask_logits(src, hyper_in, (h, w), high_res_features, out=masks[s : s + len(hs)])
+            outs.append((iou_pred, mask_tokens_out, obj_logits))
+        iou_pred, mask_tokens_out, obj_logits = (torch.cat(x) for x in zip(*outs))
+        return masks, iou_pred, mask_tokens_out, obj_logits
+
+    def prepare(
+        self,
+        image_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        repeat_image: bool,
+        image_pe: torch.Tensor,
+    ) -> DecoderInputs:
+        """The image side of a decoder call, prepared once for all its prompts."""
+        dense = dense_prompt_embeddings
+        shared = repeat_image and (dense.shape[0] == 1 or dense.stride(0) == 0)
+        if shared:
+            # one image and one dense embedding (no mask prompt) for every prompt: keep batch 1 and
+            # let the transformer broadcast it, instead of copying the image B times; its first
+            # layer's projections are computed here once
+            src = image_embeddings + dense[:1]
+            return DecoderInputs(src, image_pe, self.transformer.share_image(src, image_pe), PROMPT_GROUP)
+        if repeat_image:
+            src = image_embeddings + dense  # (1, C, h, w) + (B, C, h, w)
+        else:
+            if image_embeddings.shape[0] != dense.shape[0]:
+                raise ValueError(f"{image_embeddings.shape[0]} image embeddings for {dense.shape[0]} prompts")
+            src = image_embeddings + dense
+        return DecoderInputs(src, image_pe, None, PROMPT_GROUP)
+
+    def run_transformer(
+        self, prep: DecoderInputs, sparse_prompt_embeddings: torch.Tensor, start: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output tokens + prompt tokens against the image, for prompts ``start``.. of the prepared
+        call: output tokens (B, 5 or 6, C), image tokens (B, h*w, C)."""
         heads = [self.iou_token.weight, self.mask_tokens.weight]
         if self.pred_obj_scores:
             heads.insert(0, self.obj_score_token.weight)
-        s = 1 if self.pred_obj_scores else 0
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat(heads, dim=0).unsqueeze(0).expand(b, -1, -1)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+        src = prep.src if prep.src.shape[0] == 1 else prep.src[start : start + b]
+        # the prompt tokens' own outputs are never read: only the output tokens come back
+        hs, keys = self.transformer(src, prep.image_pe, tokens, prep.shared, n_out=output_tokens.shape[1])
+        return hs, keys.expand(b, -1, -1)
 
-        dense = dense_prompt_embeddings
-        if repeat_image and (dense.shape[0] == 1 or dense.stride(0) == 0):
-            # one image and one dense embedding (no mask prompt) for every prompt: keep batch 1 and
-            # let the transformer broadcast it, instead of copying the image B times
-            src = image_embeddings + dense[:1]
-        elif repeat_image:
-            src = torch.repeat_interleave(image_embeddings, b, dim=0) + dense
-        else:
-            if image_embeddings.shape[0] != b:
-                raise ValueError(f"{image_embeddings.shape[0]} image embeddings for {b} prompts")
-            src = image_embeddings + dense
-        pos_src = image_pe  # (1, C, h, w), broadcast over the batch
-        c, h, w = src.shape[1:]
-
-        hs, src = self.transformer(src, pos_src, tokens)
+    def heads(self, hs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """From the transformer's tokens (B, T, C): iou_pred (B, 4), mask tokens (B, 4, C), object score
+        logits (B, 1) and the hypernetwork filters (B, 4, C/8) that turn image features into masks."""
+        s = 1 if self.pred_obj_scores else 0
         iou_token_out = hs[:, s, :]
         mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens, :]
-
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        if self.use_high_res_features:
-            dc1, ln1, act1, dc2, act2 = self.output_upscaling
-            feat_s0, feat_s1 = high_res_features
-            up = act1(ln1(dc1(src) + feat_s1))
-            up = act2(dc2(up) + feat_s0)
-        else:
-            up = self.output_upscaling(src)
-
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
-        _, cu, hu, wu = up.shape
-        masks = (hyper_in @ up.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
-
         iou_pred = self.iou_prediction_head(iou_token_out)
         if self.pred_obj_scores:
             obj_logits = self.pred_obj_score_head(hs[:, 0, :])
         else:
             obj_logits = 10.0 * iou_pred.new_ones(iou_pred.shape[0], 1)  # "object present"
-        return masks, iou_pred, mask_tokens_out, obj_logits
+        return iou_pred, mask_tokens_out, obj_logits, hyper_in
+
+    def mask_logits(
+        self,
+        src: torch.Tensor,
+        hyper_in: torch.Tensor,
+        hw: tuple[int, int],
+        high_res_features: list[torch.Tensor] | None = None,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Upscale the transformer's image tokens src (B, h*w, C) and apply the filters hyper_in
+        (B, M, C/8): mask logits (B, M, 4h, 4w), written into ``out`` when given."""
+        b, m = hyper_in.shape[:2]
+        h, w = hw
+        if out is None:
+            out = src.new_empty(b, m, 4 * h, 4 * w)
+        if not self.use_high_res_features:
+            up = self.output_upscaling(src.transpose(1, 2).reshape(b, -1, h, w))
+            torch.matmul(hyper_in, up.flatten(2), out=out.view(b, m, -1))
+            return out
+        return _upscale_tokens(self.output_upscaling, src, hyper_in, (h, w), high_res_features, out)
 
     def _dynamic_multimask_via_stability(
         self, all_masks: torch.Tensor, all_ious: torch.Tensor
@@ -180,3 +248,60 @@ class MaskDecoder(nn.Module):
         masks = torch.where(stable[..., None, None], single_masks, best_masks)
         ious = torch.where(stable, single_ious, best_ious)
         return masks, ious
+
+
+# Rows of the h x w grid upscaled at a time: the working set of one prompt's tile (about 1.5 MiB at
+# 8 rows) stays in cache through the matmul -> norm -> GELU -> matmul -> GELU chain, where whole
+# (B, C/8, 4h, 4w) maps (8 MiB per prompt) would go through memory after every step.
+_UPSCALE_ROWS = 8
+
+
+def _upscale_tokens(
+    upscaling: nn.Sequential,
+    src: torch.Tensor,
+    hyper_in: torch.Tensor,
+    hw: tuple[int, int],
+    high_res_features: list[torch.Tensor],
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """The decoder's upscaling (two 2x2 stride-2 transposed convolutions with the high-res skips, a
+    channel LayerNorm and GELUs) and the per-mask filters, computed in token order.
+
+    A 2x2 stride-2 transposed convolution is a matmul per input pixel (C_in -> 4 * C_out columns,
+    one block per output sub-pixel), so both convolutions, the norm and the filters are plain
+    matmuls and row-wise ops on a contiguous tile of a few grid rows, and a tile is put in image
+    order between them by moving whole channel vectors. Writes masks (B, M, 4h, 4w) into ``out``.
+    Equal to the channels-first computation up to float rounding.
+    """
+    dc1, ln1, _, dc2, _ = upscaling
+    b, m = hyper_in.shape[:2]
+    h, w = hw
+    n = h * w
+    c1, c2 = dc1.out_channels, dc2.out_channels
+    feat_s0, feat_s1 = high_res_features
+    dt = src.dtype
+    # weights (C_in, C_out, 2, 2) -> (C_in, 4 * C_out), columns ordered (sub-row, sub-col, channel)
+    w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1).to(dt)
+    w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(dt)
+    # skips, with the convolution biases folded in: s1 (1, C/4, 2h, 2w) with rows = grid cells (i, j)
+    # and columns (a, c, channel) for pixel (2i + a, 2j + c); s0 (1, C/8, 4h, 4w) with rows =
+    # 2h x 2w pixels in image order and columns (e, f, channel) for pixel (2p + e, 2q + f)
+    s1 = feat_s1[0].reshape(c1, h, 2, w, 2).permute(1, 3, 2, 4, 0).reshape(n, 4 * c1)
+    s1 = (s1 + dc1.bias.repeat(4)).to(dt)
+    s0 = feat_s0[0].reshape(c2, 2 * h, 2, 2 * w, 2).permute(1, 3, 2, 4, 0).reshape(4 * n, 4 * c2)
+    s0 = (s0 + dc2.bias.repeat(4)).to(dt)
+    ln_w, ln_b = ln1.weight.to(dt), ln1.bias.to(dt)
+    filters = hyper_in.to(dt)  # (B, M, C/8)
+
+    for r0 in range(0, h, _UPSCALE_ROWS):
+        r1 = min(h, r0 + _UPSCALE_ROWS)
+        rows = r1 - r0
+        t0, t1 = r0 * w, r1 * w
+        for i in range(b):
+            y = torch.addmm(s1[t0:t1], src[i, t0:t1], w1).view(rows, w, 2, 2, c1)
+            y = y.transpose(1, 2).reshape(-1, c1)  # rows: 2h x 2w pixels in image order
+            y = F.gelu(F.layer_norm(y, (c1,), ln_w, ln_b, ln1.eps))
+            z = F.gelu(torch.addmm(s0[4 * t0 : 4 * t1], y, w2)).view(2 * rows, 2 * w, 2, 2, c2)
+            z = z.transpose(1, 2).reshape(-1, c2)  # rows: 4h x 4w pixels in image order
+            torch.mm(filters[i], z.t(), out=out[i, :, 4 * r0 : 4 * r1].view(m, -1))
+    return out

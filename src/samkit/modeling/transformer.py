@@ -47,6 +47,89 @@ class Attention(nn.Module):
         q, k, v = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (q, k, v))
         return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
 
+    # The decoder's cross attentions pair a few tokens (T: output tokens + prompt points, about 8)
+    # with thousands of image tokens (N = 4096). With H heads of width d = D / H, projecting the N
+    # image tokens to D = 128 and back costs N*C*D multiply-adds each way, while every head only ever
+    # sees T numbers per image token. Re-associating the products so that the image tokens meet
+    # (H*T x C) matrices built from the tokens costs N*C*H*T instead: 64 against 128 here, and it
+    # never materializes the (B, N, D) projections. Scores are kept as (B, H, T, N), so that the
+    # softmax over T runs along long contiguous rows. Equal to forward() up to float rounding.
+
+    def _cheaper_reassociated(self, n_tokens: int) -> bool:
+        return n_tokens * self.num_heads < self.internal_dim
+
+    def project_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head-split key and value projections (B, H, N, d), to share across ``attend_to_image`` calls."""
+        return self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+
+    def project_q(self, q: torch.Tensor) -> torch.Tensor:
+        """Head-split query projection (B, H, N, d), to share across ``attend_to_tokens`` calls."""
+        return self._heads(self.q_proj(q))
+
+    def attend_to_image(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor | None,
+        v: torch.Tensor | None,
+        kv_heads: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Tokens attend to image tokens. q: (B, T, C); k, v: (B, N, C), or instead ``kv_heads`` from
+        ``project_kv`` of one image shared by the batch -> (B, T, C)."""
+        b, t, _ = q.shape
+        if kv_heads is not None:
+            qh = self._heads(self.q_proj(q))
+            kh, vh = (x.expand(b, -1, -1, -1) for x in kv_heads)
+            return self.out_proj(self._merge(F.scaled_dot_product_attention(qh, kh, vh)))
+        if (k.shape[0] == 1 and b > 1) or not self._cheaper_reassociated(t):
+            return self.forward(q, k, v)
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        qh = self._heads(self.q_proj(q)) * d**-0.5  # (B, H, T, d)
+        # scores = q_h . (W_k,h k + b_k,h): the bias adds one constant per (head, token) row, which
+        # the softmax over image tokens cancels
+        a = torch.matmul(qh, self.k_proj.weight.view(h, d, -1)).reshape(b, h * t, -1)  # (B, H*T, C)
+        p = torch.bmm(a, k.transpose(1, 2)).softmax(-1)  # (B, H*T, N)
+        # P_h (W_v,h v + b_v,h) = (P_h v) W_v,h^T + b_v,h since each row of P_h sums to 1
+        g = torch.bmm(p, v).view(b, h, t, -1)  # (B, H, T, C)
+        o = torch.matmul(g, self.v_proj.weight.view(h, d, -1).transpose(1, 2)) + self.v_proj.bias.view(h, 1, d)
+        return self.out_proj(self._merge(o))
+
+    def attend_to_tokens(
+        self,
+        q: torch.Tensor | None,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        residual: torch.Tensor,
+        q_heads: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Image tokens attend to tokens, plus a residual: ``residual + forward(q, k, v)``.
+
+        q: (B, N, C) image tokens, or instead ``q_heads`` from ``project_q`` of one image shared by the
+        batch; k, v: (B, T, C) tokens; residual: (B or 1, N, C) -> (B, N, C).
+        """
+        b, t, _ = k.shape
+        if q_heads is None and not self._cheaper_reassociated(t):
+            return residual + self.forward(q, k, v)
+        h, d = self.num_heads, self.internal_dim // self.num_heads
+        c = self.embedding_dim
+        kh = self._heads(self.k_proj(k)) * d**-0.5  # (B, H, T, d)
+        vh = self._heads(self.v_proj(v))  # (B, H, T, d)
+        # out = sum_h P_h (V_h W_o,h^T) + b_o; each head's P_h sums to 1 over its tokens, so b_o / H
+        # added to every row of E adds b_o exactly once
+        w_o = self.out_proj.weight.view(c, h, d).permute(1, 2, 0)  # (H, d, C)
+        e = (torch.matmul(vh, w_o) + self.out_proj.bias / h).reshape(b, h * t, c)  # (B, H*T, C)
+        if q_heads is not None:
+            # the image's projection is shared: per prompt only (T x N) scores per head, computed as
+            # one (B*T x d) @ (d x N) product per head rather than broadcasting the image over B
+            s = torch.bmm(kh.transpose(0, 1).reshape(h, b * t, d), q_heads[0].transpose(1, 2))
+            s = s.view(h, b, t, -1).transpose(0, 1)  # (B, H, T, N)
+        else:
+            # scores = (W_q,h q + b_q,h) . k_h = (W_q,h^T k_h) . q + b_q,h . k_h
+            m = torch.matmul(kh, self.q_proj.weight.view(h, d, -1)).reshape(b, h * t, -1)  # (B, H*T, C)
+            bias = torch.matmul(kh, self.q_proj.bias.view(h, d, 1)).reshape(b, h * t, 1)
+            s = torch.baddbmm(bias, m, q.transpose(1, 2)).view(b, h, t, -1)  # (B, H, T, N)
+        p = s.softmax(2).reshape(b, h * t, -1)
+        return torch.baddbmm(residual.expand(b, -1, -1), p.transpose(1, 2), e)
+
 
 class RoPEAttention(Attention):
     """Attention with 2-D axial rotary encoding of queries and keys.
@@ -111,8 +194,15 @@ class TwoWayAttentionBlock(nn.Module):
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+        shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries: (B, T, C); keys: (B or 1, N, C); ``shared``: ``share_image(keys, key_pe)`` when keys
+        is one image for the whole batch (computed once for several calls)."""
         if self.skip_first_layer_pe:
             # first layer: the queries are the prompt encodings themselves, no residual
             queries = self.self_attn(queries, queries, queries)
@@ -121,13 +211,28 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        if shared is None and keys.shape[0] == 1 and queries.shape[0] > 1:
+            shared = self.share_image(keys, key_pe)
+        # both cross attentions see the image tokens with their positions: add them once
+        k = None if shared is not None else keys + key_pe
+        kv = None if shared is None else shared[:2]
+        queries = self.norm2(queries + t2i.attend_to_image(queries + query_pe, k, keys, kv_heads=kv))
         queries = self.norm3(queries + self.mlp(queries))
 
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        q = queries + query_pe
+        q_heads = None if shared is None else shared[2]
+        keys = self.norm4(i2t.attend_to_tokens(k, q, queries, residual=keys, q_heads=q_heads))
         return queries, keys
+
+    def share_image(
+        self, keys: torch.Tensor, key_pe: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The projections of one image (1, N, C) that both cross attentions use, whatever the prompts:
+        keys and values for token->image, queries for image->token, each (1, H, N, d)."""
+        k = keys + key_pe
+        kh, vh = self.cross_attn_token_to_image.project_kv(k, keys)
+        return kh, vh, self.cross_attn_image_to_token.project_q(k)
 
 
 class TwoWayTransformer(nn.Module):
@@ -149,13 +254,32 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
     def forward(
-        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+        self,
+        image_embedding: torch.Tensor,
+        image_pe: torch.Tensor,
+        point_embedding: torch.Tensor,
+        shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        n_out: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``shared``: ``share_image(image_embedding, image_pe)`` for a batch-1 image that several
+        calls (groups of prompts) use. ``n_out``: only the first n_out tokens are returned (B, n_out, C);
+        the last attention is computed for those alone (each token's output depends only on itself
+        and the image there)."""
         keys = image_embedding.flatten(2).permute(0, 2, 1)
         key_pe = image_pe.flatten(2).permute(0, 2, 1)
         queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe)
+        for i, layer in enumerate(self.layers):
+            queries, keys = layer(queries, keys, point_embedding, key_pe, shared if i == 0 else None)
+        queries, point_embedding = queries[:, :n_out], point_embedding[:, :n_out]
         q, k = queries + point_embedding, keys + key_pe
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        queries = self.norm_final_attn(queries + self.final_attn_token_to_image.attend_to_image(q, k, keys))
         return queries, keys
+
+    def share_image(
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The first layer's projections of one image (1, C, h, w), whatever the prompts."""
+        if not self.layers:
+            return None
+        keys = image_embedding.flatten(2).permute(0, 2, 1)
+        return self.layers[0].share_image(keys, image_pe.flatten(2).permute(0, 2, 1))
