@@ -4,6 +4,7 @@ from .checkpoints import CheckpointError, DownloadError, build_model, download_c
 from .configs import VARIANTS, HieraConfig, ModelConfig, get_config, variant_names
 from .modeling import SAM2Model
 from .predictors import AutomaticMaskGenerator, ImagePredictor, VideoPredictor, VideoState
+from .runtime import tune_allocator
 
 __version__ = "0.1.0"
 
@@ -22,5 +23,6 @@ __all__ = [
     "download_checkpoint",
     "get_config",
     "load_model",
+    "tune_allocator",
     "variant_names",
 ]

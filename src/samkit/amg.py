@@ -77,8 +77,10 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
 def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     """(..., H, W) bool -> (..., 4) int64 boxes x0, y0, x1, y1 (last foreground pixel); zeros if empty."""
     h, w = masks.shape[-2:]
-    rows = masks.any(dim=-1)
-    cols = masks.any(dim=-2)
+    # max over uint8 is ~10x faster than any() over bool on the CPU
+    as_bytes = masks.view(torch.uint8) if masks.dtype == torch.bool else masks.to(torch.uint8)
+    rows = as_bytes.amax(dim=-1).bool()
+    cols = as_bytes.amax(dim=-2).bool()
     top = rows.int().argmax(dim=-1)
     bottom = h - 1 - rows.flip(-1).int().argmax(dim=-1)
     left = cols.int().argmax(dim=-1)

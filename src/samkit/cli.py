@@ -697,7 +697,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from .checkpoints import CheckpointError, DownloadError
+    from .runtime import tune_allocator
 
+    tune_allocator()
     try:
         return COMMANDS[args.command](args)
     except (

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
+from ..runtime import tune_allocator
 from .inputs import ImageRef, load
 from .job import BatchSettings, ImageResult, Segmenter, error_text
 from .output import BackgroundWriter
@@ -134,6 +135,7 @@ def _init_worker(settings: BatchSettings, threads: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what a Ctrl-C stops
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
+    tune_allocator()
     global _WORKER
     _WORKER = Segmenter(settings)
 

