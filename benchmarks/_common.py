@@ -13,11 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "tests"))  # the oracle and the synthetic-video helpers live there
 
-# as `samkit` commands do: freed memory is reused instead of re-faulted (samkit.runtime). It is
-# process-wide, so the reference measured in the same run gets it too.
-from samkit.runtime import tune_allocator  # noqa: E402
 
-tune_allocator()
+def same_allocator() -> None:
+    """Reuse freed memory as `samkit` commands do (samkit.runtime.tune_allocator). It is
+    process-wide: every contender measured after this call gets it, the reference included."""
+    from samkit.runtime import tune_allocator
+
+    tune_allocator()
 
 
 def median_time(fn, runs: int) -> float:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA, emit_json
+from _common import DATA, emit_json, same_allocator
 from PIL import Image
 
 
@@ -78,6 +78,7 @@ def timed(fn) -> float:
 
 
 def main() -> None:
+    same_allocator()  # both contenders reuse freed memory, as `samkit` commands do
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", default="sam2.1-hiera-tiny")
     ap.add_argument("--images", type=int, default=8, help="images for the prompted runs")

@@ -14,10 +14,11 @@ import json
 
 import numpy as np
 import torch
-from _common import DATA, median_time
+from _common import DATA, median_time, same_allocator
 
 
 def main() -> None:
+    same_allocator()  # both contenders reuse freed memory, as `samkit` commands do
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", default="sam2.1-hiera-tiny")
     ap.add_argument("--runs", type=int, default=5)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import torch
-from _common import DATA, emit_json
+from _common import DATA, emit_json, same_allocator
 
 
 def clicks(n: int, h: int, w: int) -> list[list[float]]:
@@ -38,6 +38,7 @@ def time_tracking(pred, state, points, frames: int) -> float:
 
 
 def main() -> None:
+    same_allocator()  # both contenders reuse freed memory, as `samkit` commands do
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", default="sam2.1-hiera-tiny")
     ap.add_argument("--objects", type=int, nargs="+", default=[1, 4, 8])

@@ -118,3 +118,25 @@ def test_layer_norm_in_upscaling_matches_layernorm2d(tiny_model):
         want = ln(x)
         got = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), ln.weight, ln.bias, ln.eps).permute(0, 3, 1, 2)
     close(got, want)
+
+
+def test_min_iou_skips_only_prompts_whose_masks_all_fail(tiny_model):
+    model = tiny_model
+    n, emb_hw = 12, model.image_size // 16
+    c = model.sam_mask_decoder.transformer_dim
+    embed = torch.randn(1, c, emb_hw, emb_hw)
+    feats = [torch.randn(1, c // 8, 4 * emb_hw, 4 * emb_hw), torch.randn(1, c // 4, 2 * emb_hw, 2 * emb_hw)]
+    pts = torch.rand(n, 1, 2) * model.image_size
+    with torch.inference_mode():
+        sparse, dense = model.sam_prompt_encoder(
+            points=(pts, torch.ones(n, 1, dtype=torch.int32)), boxes=None, masks=None
+        )
+        pe = model.sam_prompt_encoder.get_dense_pe()
+        masks, ious, _, _ = model.sam_mask_decoder(embed, pe, sparse, dense, True, True, feats)
+        t = float(ious.max(1).values.median())  # about half of the prompts pass
+        got, got_ious, _, _ = model.sam_mask_decoder(embed, pe, sparse, dense, True, True, feats, min_iou=t)
+    keep = (ious > t).any(1)
+    assert 0 < int(keep.sum()) < n
+    assert torch.equal(got_ious, ious)
+    assert torch.equal(got[keep], masks[keep])
+    assert torch.isneginf(got[~keep]).all()

@@ -90,7 +90,9 @@ class Attention(nn.Module):
         p = torch.bmm(a, k.transpose(1, 2)).softmax(-1)  # (B, H*T, N)
         # P_h (W_v,h v + b_v,h) = (P_h v) W_v,h^T + b_v,h since each row of P_h sums to 1
         g = torch.bmm(p, v).view(b, h, t, -1)  # (B, H, T, C)
-        o = torch.matmul(g, self.v_proj.weight.view(h, d, -1).transpose(1, 2)) + self.v_proj.bias.view(h, 1, d)
+        o = torch.matmul(g, self.v_proj.weight.view(h, d, -1).transpose(1, 2)) + self.v_proj.bias.view(
+            h, 1, d
+        )
         return self.out_proj(self._merge(o))
 
     def attend_to_tokens(
@@ -212,7 +214,9 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        if shared is None and keys.shape[0] == 1 and queries.shape[0] > 1:
+        if shared is not None:
+            keys = keys[:1]  # the shared image itself (callers may pass it expanded)
+        elif keys.shape[0] == 1 and queries.shape[0] > 1:
             shared = self.share_image(keys, key_pe)
         # both cross attentions see the image tokens with their positions: add them once
         k = None if shared is not None else keys + key_pe

@@ -281,10 +281,16 @@ class AutomaticMaskGenerator(ModelBacked):
         self.timings["encode_masks"] += time.perf_counter() - t
         return records
 
-    def _decode(self, in_points: torch.Tensor, mask_input: torch.Tensor | None, multimask: bool):
+    def _decode(
+        self,
+        in_points: torch.Tensor,
+        mask_input: torch.Tensor | None,
+        multimask: bool,
+        min_iou: float | None = None,
+    ):
         labels = torch.ones(in_points.shape[0], 1, dtype=torch.int32, device=in_points.device)
         low, ious = self.predictor._decode(
-            in_points[:, None, :], labels, mask_input=mask_input, multimask_output=multimask
+            in_points[:, None, :], labels, mask_input=mask_input, multimask_output=multimask, min_iou=min_iou
         )
         return low.flatten(0, 1), ious.flatten(0, 1)
 
@@ -301,7 +307,10 @@ class AutomaticMaskGenerator(ModelBacked):
         t = time.perf_counter()
         size = self.predictor.image_size
         in_points = T.transform_coords(points, crop_hw, size, normalize=True)
-        low, ious = self._decode(in_points, None, self.multimask_output)
+        # the decoder need not upscale prompts whose every mask the IoU filter below drops (with
+        # m2m every candidate is refined first, so all are needed)
+        skip = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 and not self.use_m2m else None
+        low, ious = self._decode(in_points, None, self.multimask_output, min_iou=skip)
         m = low.shape[0] // points.shape[0]
         points = points.repeat_interleave(m, dim=0)
         if self.use_m2m:

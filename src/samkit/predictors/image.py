@@ -73,6 +73,8 @@ class ImagePredictor(ModelBacked):
         """Forget the current image(s) and their embeddings."""
         self._is_image_set = False
         self._features: dict | None = None
+        # per image: the mask decoder's image side for prompts without a mask input (prepare_image)
+        self._prepared: dict = {}
         self._orig_hw: list[tuple[int, int]] | None = None
         self._is_batch = False
 
@@ -306,9 +308,11 @@ class ImagePredictor(ModelBacked):
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
         img_idx: int = -1,
+        min_iou: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder only: low-res logits (B, M, h, w) float32 (not clamped) and
-        scores (B, M), with no upsampling — callers upsample only what they keep."""
+        scores (B, M), with no upsampling — callers upsample only what they keep. ``min_iou``: see
+        the mask decoder (prompts whose masks all score at most this come back as -inf masks)."""
         if not self._is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         points = None if point_coords is None else (point_coords, point_labels)
@@ -331,13 +335,23 @@ class ImagePredictor(ModelBacked):
         batched = points is not None and points[0].shape[0] > 1
         embed = self._features["image_embed"][img_idx].unsqueeze(0)
         high_res = [f[img_idx].unsqueeze(0) for f in self._features["high_res_feats"]]
+        pe = model.sam_prompt_encoder.get_dense_pe()
+        prepared = None
+        if mask_input is None:
+            # every click on this image starts from the same image side: compute it once
+            key = img_idx % len(self._orig_hw)
+            if key not in self._prepared:
+                self._prepared[key] = model.sam_mask_decoder.prepare_image(embed, dense[:1], pe)
+            prepared = self._prepared[key]
         low_res, ious, _, _ = model.sam_mask_decoder(
             image_embeddings=embed,
-            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            image_pe=pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
             repeat_image=batched,
             high_res_features=high_res,
+            prepared=prepared,
+            min_iou=min_iou,
         )
         return low_res.float(), ious.float()
