@@ -1,6 +1,6 @@
 """Image benchmark: encoder latency and click latency, samkit vs the reference `sam2`, same weights.
 
-    python benchmarks/bench_image.py [--variant sam2.1-hiera-tiny] [--runs 5]
+    python benchmarks/bench_image.py [--variant sam2.1-hiera-tiny] [--runs 5] [--size 2250x1500]
 
 Needs the oracle installed (bash scripts/test.sh does it). The weights are a perturbed reference
 model saved as an official checkpoint (no download needed); timings do not depend on the values.
@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--variant", default="sam2.1-hiera-tiny")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--image", default=str(DATA / "images" / "truck.jpg"))
+    ap.add_argument("--size", help="resize the photo to WxH first (issue #6 quotes clicks at 2250x1500)")
     args = ap.parse_args()
 
     import oracle
@@ -34,6 +35,11 @@ def main() -> None:
 
     ckpt = oracle.checkpoint(args.variant)
     image = load_image(args.image)
+    if args.size:
+        from PIL import Image
+
+        size = tuple(int(v) for v in args.size.split("x"))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
     h, w = image.shape[:2]
     click = dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1])
     clicks8 = dict(point_coords=[[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)], point_labels=[1, 0] * 4)
@@ -41,7 +47,8 @@ def main() -> None:
     rows = {}
     ref = SAM2ImagePredictor(oracle.build_reference(args.variant, ckpt))
     ours = samkit.ImagePredictor(samkit.load_model(args.variant, checkpoint=ckpt, device="cpu"))
-    for name, p in (("reference", ref), ("samkit", ours)):
+    fast = samkit.ImagePredictor(samkit.load_model(args.variant, checkpoint=ckpt, device="cpu", precision="bf16"))
+    for name, p in (("reference", ref), ("samkit", ours), ("samkit-fast", fast)):
         with torch.inference_mode():
             enc = median_time(lambda p=p: p.set_image(image), args.runs)
             c1 = median_time(lambda p=p: p.predict(**click), args.runs)

@@ -21,12 +21,13 @@ PROMPT_GROUP = 4
 class DecoderInputs:
     """The image side of one decoder call: src (1 or B, C, h, w) = image embedding + dense prompt,
     its positional encoding (1, C, h, w), the first layer's shared projections when src is one image
-    for all prompts, and how many prompts to run at a time."""
+    for all prompts, how many prompts to run at a time, and the upscaling's skip inputs."""
 
     src: torch.Tensor
     image_pe: torch.Tensor
     shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
     group: int
+    skips: tuple[torch.Tensor, torch.Tensor] | None = None  # prepare_skips of the high-res features
 
 
 class MaskDecoder(nn.Module):
@@ -150,6 +151,9 @@ class MaskDecoder(nn.Module):
         iou_pred (B, 4), mask tokens (B, 4, C), object score logits (B, 1). ``min_iou``: prompts
         whose masks (from ``first_mask`` on) all score at most this get -inf masks, not upscaled."""
         prep = prepared or self.prepare(image_embeddings, dense_prompt_embeddings, repeat_image, image_pe)
+        skips = prep.skips
+        if skips is None and self.use_high_res_features:
+            skips = self.prepare_skips(high_res_features)
         b = sparse_prompt_embeddings.shape[0]
         h, w = image_embeddings.shape[-2:]
         masks = None
@@ -163,12 +167,12 @@ class MaskDecoder(nn.Module):
             out = masks[s : s + len(hs)]
             keep = None if min_iou is None else (iou_pred[:, first_mask:] > min_iou).any(1)
             if keep is None or bool(keep.all()):
-                self.mask_logits(src, hyper_in, (h, w), high_res_features, out=out)
+                self.mask_logits(src, hyper_in, (h, w), out=out, skips=skips)
             else:
                 # upscaling is ~half of a prompt's decoder work: skip it for prompts already dropped
                 out.fill_(float("-inf"))
                 if bool(keep.any()):
-                    out[keep] = self.mask_logits(src[keep], hyper_in[keep], (h, w), high_res_features)
+                    out[keep] = self.mask_logits(src[keep], hyper_in[keep], (h, w), skips=skips)
             outs.append((iou_pred, mask_tokens_out, obj_logits))
         iou_pred, mask_tokens_out, obj_logits = (torch.cat(x) for x in zip(*outs))
         return masks, iou_pred, mask_tokens_out, obj_logits
@@ -198,14 +202,36 @@ class MaskDecoder(nn.Module):
         return DecoderInputs(src, image_pe, None, PROMPT_GROUP)
 
     def prepare_image(
-        self, image_embedding: torch.Tensor, dense_prompt_embedding: torch.Tensor, image_pe: torch.Tensor
+        self,
+        image_embedding: torch.Tensor,
+        dense_prompt_embedding: torch.Tensor,
+        image_pe: torch.Tensor,
+        high_res_features: list[torch.Tensor] | None = None,
     ) -> DecoderInputs:
         """The image side of every decoder call on one image (1, C, h, w) with one dense embedding
         (1, C, h, w) -- the no-mask embedding of point and box prompts --, first layer projections
-        included, to pass as ``prepared`` to any number of calls: a click then skips ~0.4 GFLOP of
-        image work it would otherwise redo."""
+        and upscaling skips included, to pass as ``prepared`` to any number of calls: a click then
+        skips ~0.4 GFLOP and ~3 ms of copies of image work it would otherwise redo."""
         src = image_embedding + dense_prompt_embedding
-        return DecoderInputs(src, image_pe, self.transformer.share_image(src, image_pe), PROMPT_GROUP)
+        skips = self.prepare_skips(high_res_features) if self.use_high_res_features else None
+        return DecoderInputs(src, image_pe, self.transformer.share_image(src, image_pe), PROMPT_GROUP, skips)
+
+    def prepare_skips(self, high_res_features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The high-res features (1, C/8, 4h, 4w) and (1, C/4, 2h, 2w), rearranged for the token-order
+        upscaling with the transposed convolutions' biases folded in.
+
+        s1: rows = grid cells (i, j), columns (a, c, channel) for pixel (2i + a, 2j + c); s0: rows =
+        2h x 2w pixels in image order, columns (e, f, channel) for pixel (2p + e, 2q + f).
+        """
+        if high_res_features is None:
+            raise ValueError("this mask decoder needs the high-resolution features")
+        dc1, _, _, dc2, _ = self.output_upscaling
+        feat_s0, feat_s1 = high_res_features
+        c1, c2 = dc1.out_channels, dc2.out_channels
+        h, w = feat_s1.shape[-2] // 2, feat_s1.shape[-1] // 2
+        s1 = feat_s1[0].reshape(c1, h, 2, w, 2).permute(1, 3, 2, 4, 0).reshape(h * w, 4 * c1)
+        s0 = feat_s0[0].reshape(c2, 2 * h, 2, 2 * w, 2).permute(1, 3, 2, 4, 0).reshape(4 * h * w, 4 * c2)
+        return s1 + dc1.bias.repeat(4), s0 + dc2.bias.repeat(4)
 
     def run_transformer(
         self, prep: DecoderInputs, sparse_prompt_embeddings: torch.Tensor, start: int = 0
@@ -246,9 +272,11 @@ class MaskDecoder(nn.Module):
         hw: tuple[int, int],
         high_res_features: list[torch.Tensor] | None = None,
         out: torch.Tensor | None = None,
+        skips: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Upscale the transformer's image tokens src (B, h*w, C) and apply the filters hyper_in
-        (B, M, C/8): mask logits (B, M, 4h, 4w), written into ``out`` when given."""
+        (B, M, C/8): mask logits (B, M, 4h, 4w), written into ``out`` when given. The high-res
+        features come as feature maps or already as :meth:`prepare_skips`."""
         b, m = hyper_in.shape[:2]
         h, w = hw
         if out is None:
@@ -257,7 +285,9 @@ class MaskDecoder(nn.Module):
             up = self.output_upscaling(src.transpose(1, 2).reshape(b, -1, h, w))
             torch.matmul(hyper_in, up.flatten(2), out=out.view(b, m, -1))
             return out
-        return _upscale_tokens(self.output_upscaling, src, hyper_in, (h, w), high_res_features, out)
+        if skips is None:
+            skips = self.prepare_skips(high_res_features)
+        return _upscale_tokens(self.output_upscaling, src, hyper_in, (h, w), skips, out)
 
     def _dynamic_multimask_via_stability(
         self, all_masks: torch.Tensor, all_ious: torch.Tensor
@@ -290,7 +320,7 @@ def _upscale_tokens(
     src: torch.Tensor,
     hyper_in: torch.Tensor,
     hw: tuple[int, int],
-    high_res_features: list[torch.Tensor],
+    skips: tuple[torch.Tensor, torch.Tensor],
     out: torch.Tensor,
 ) -> torch.Tensor:
     """The decoder's upscaling (two 2x2 stride-2 transposed convolutions with the high-res skips, a
@@ -299,26 +329,19 @@ def _upscale_tokens(
     A 2x2 stride-2 transposed convolution is a matmul per input pixel (C_in -> 4 * C_out columns,
     one block per output sub-pixel), so both convolutions, the norm and the filters are plain
     matmuls and row-wise ops on a contiguous tile of a few grid rows, and a tile is put in image
-    order between them by moving whole channel vectors. Writes masks (B, M, 4h, 4w) into ``out``.
-    Equal to the channels-first computation up to float rounding.
+    order between them by moving whole channel vectors. ``skips``: MaskDecoder.prepare_skips.
+    Writes masks (B, M, 4h, 4w) into ``out``. Equal to the channels-first computation up to float
+    rounding.
     """
     dc1, ln1, _, dc2, _ = upscaling
     b, m = hyper_in.shape[:2]
     h, w = hw
-    n = h * w
     c1, c2 = dc1.out_channels, dc2.out_channels
-    feat_s0, feat_s1 = high_res_features
     dt = src.dtype
     # weights (C_in, C_out, 2, 2) -> (C_in, 4 * C_out), columns ordered (sub-row, sub-col, channel)
     w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1).to(dt)
     w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(dt)
-    # skips, with the convolution biases folded in: s1 (1, C/4, 2h, 2w) with rows = grid cells (i, j)
-    # and columns (a, c, channel) for pixel (2i + a, 2j + c); s0 (1, C/8, 4h, 4w) with rows =
-    # 2h x 2w pixels in image order and columns (e, f, channel) for pixel (2p + e, 2q + f)
-    s1 = feat_s1[0].reshape(c1, h, 2, w, 2).permute(1, 3, 2, 4, 0).reshape(n, 4 * c1)
-    s1 = (s1 + dc1.bias.repeat(4)).to(dt)
-    s0 = feat_s0[0].reshape(c2, 2 * h, 2, 2 * w, 2).permute(1, 3, 2, 4, 0).reshape(4 * n, 4 * c2)
-    s0 = (s0 + dc2.bias.repeat(4)).to(dt)
+    s1, s0 = (x.to(dt) for x in skips)
     ln_w, ln_b = ln1.weight.to(dt), ln1.bias.to(dt)
     filters = hyper_in.to(dt)  # (B, M, C/8)
 

@@ -341,7 +341,7 @@ class ImagePredictor(ModelBacked):
             # every click on this image starts from the same image side: compute it once
             key = img_idx % len(self._orig_hw)
             if key not in self._prepared:
-                self._prepared[key] = model.sam_mask_decoder.prepare_image(embed, dense[:1], pe)
+                self._prepared[key] = model.sam_mask_decoder.prepare_image(embed, dense[:1], pe, high_res)
             prepared = self._prepared[key]
         low_res, ious, _, _ = model.sam_mask_decoder(
             image_embeddings=embed,
