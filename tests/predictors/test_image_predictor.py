@@ -239,3 +239,25 @@ def test_fast_path_agrees_with_exact(name, request, oracle_checkpoint):
 def test_precision_validation(tiny_checkpoint):
     with pytest.raises(ValueError, match="precision"):
         samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, precision="fp8")
+
+
+def test_per_image_decoder_cache_follows_the_image(tiny_model, rng):
+    """Clicks reuse the decoder's image side computed on the first click; a new image (set_image,
+    set_embedding or a batch) must never be answered from the previous one's cache."""
+    a, b = (rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(2))
+    click = dict(point_coords=[[50, 40]], point_labels=[1], return_logits=True)
+    fresh = samkit.ImagePredictor(tiny_model)
+    fresh.set_image(b)
+    want = fresh.predict(**click)[0]
+
+    p = samkit.ImagePredictor(tiny_model)
+    p.set_image(a)
+    first = p.predict(**click)[0]
+    assert np.array_equal(p.predict(**click)[0], first)  # the cached image side gives the same answer
+    p.set_image(b)
+    assert np.array_equal(p.predict(**click)[0], want)
+    p.set_embedding(fresh.get_image_embedding(), fresh._features["high_res_feats"], (90, 120))
+    assert np.array_equal(p.predict(**click)[0], want)
+    p.set_image_batch([a, b])
+    got = p.predict_batch([np.array(click["point_coords"])] * 2, [np.array([1])] * 2, return_logits=True)[0]
+    assert np.array_equal(got[1], want) and np.array_equal(got[0], first)

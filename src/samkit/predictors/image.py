@@ -340,9 +340,13 @@ class ImagePredictor(ModelBacked):
         if mask_input is None:
             # every click on this image starts from the same image side: compute it once
             key = img_idx % len(self._orig_hw)
-            if key not in self._prepared:
-                self._prepared[key] = model.sam_mask_decoder.prepare_image(embed, dense[:1], pe, high_res)
-            prepared = self._prepared[key]
+            cached = self._prepared.get(key)
+            # keyed to the features themselves too, so that features swapped in by hand are not
+            # answered from another image's cache
+            if cached is None or cached[0] is not self._features:
+                cached = (self._features, model.sam_mask_decoder.prepare_image(embed, dense[:1], pe, high_res))
+                self._prepared[key] = cached
+            prepared = cached[1]
         low_res, ious, _, _ = model.sam_mask_decoder(
             image_embeddings=embed,
             image_pe=pe,
