@@ -140,3 +140,15 @@ def test_min_iou_skips_only_prompts_whose_masks_all_fail(tiny_model):
     assert torch.equal(got_ious, ious)
     assert torch.equal(got[keep], masks[keep])
     assert torch.isneginf(got[~keep]).all()
+
+
+def test_no_prompts_give_empty_outputs(tiny_model):
+    dec = tiny_model.sam_mask_decoder
+    c, hw = dec.transformer_dim, tiny_model.image_size // 16
+    embed = torch.randn(1, c, hw, hw)
+    feats = [torch.randn(1, c // 8, 4 * hw, 4 * hw), torch.randn(1, c // 4, 2 * hw, 2 * hw)]
+    pe = tiny_model.sam_prompt_encoder.get_dense_pe()
+    with torch.inference_mode():
+        masks, ious, tokens, obj = dec(embed, pe, torch.zeros(0, 2, c), torch.zeros(0, c, hw, hw), True, True, feats)
+    assert masks.shape == (0, 3, 4 * hw, 4 * hw) and ious.shape == (0, 3)
+    assert tokens.shape == (0, 3, c) and obj.shape == (0, 1)

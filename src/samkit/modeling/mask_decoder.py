@@ -105,7 +105,7 @@ class MaskDecoder(nn.Module):
         Returns masks (B, M, 4h, 4w) logits, iou_pred (B, M), sam_tokens (B, M' , C) for the object
         pointer, object_score_logits (B, 1); M = 3 with ``multimask_output`` else 1.
         ``prepared``: :meth:`prepare_image` of this image and dense embedding, reused across calls
-        (image_embeddings and dense_prompt_embeddings are then not read). ``min_iou`` (with
+        (image_embeddings and dense_prompt_embeddings are then not used). ``min_iou`` (with
         ``multimask_output``): a prompt none of whose masks has a predicted IoU above it is not
         upscaled -- its masks are -inf (empty) -- since a caller filtering on the scores drops them.
         """
@@ -155,7 +155,11 @@ class MaskDecoder(nn.Module):
         if skips is None and self.use_high_res_features:
             skips = self.prepare_skips(high_res_features)
         b = sparse_prompt_embeddings.shape[0]
-        h, w = image_embeddings.shape[-2:]
+        h, w = prep.src.shape[-2:]
+        if b == 0:
+            c, n = self.transformer_dim, self.num_mask_tokens
+            e = prep.src.new_empty
+            return e(0, n - first_mask, 4 * h, 4 * w), e(0, n), e(0, n, c), e(0, 1)
         masks = None
         outs = []
         for s in range(0, b, prep.group):
