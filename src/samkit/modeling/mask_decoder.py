@@ -21,12 +21,11 @@ PROMPT_GROUP = 4
 class DecoderInputs:
     """The image side of one decoder call: src (1 or B, C, h, w) = image embedding + dense prompt,
     its positional encoding (1, C, h, w), the first layer's shared projections when src is one image
-    for all prompts, how many prompts to run at a time, and the upscaling's skip inputs."""
+    for all prompts, and the upscaling's skip inputs."""
 
     src: torch.Tensor
     image_pe: torch.Tensor
     shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
-    group: int
     skips: tuple[torch.Tensor, torch.Tensor] | None = None  # prepare_skips of the high-res features
 
 
@@ -162,8 +161,8 @@ class MaskDecoder(nn.Module):
             return e(0, n - first_mask, 4 * h, 4 * w), e(0, n), e(0, n, c), e(0, 1)
         masks = None
         outs = []
-        for s in range(0, b, prep.group):
-            hs, src = self.run_transformer(prep, sparse_prompt_embeddings[s : s + prep.group], s)
+        for s in range(0, b, PROMPT_GROUP):
+            hs, src = self.run_transformer(prep, sparse_prompt_embeddings[s : s + PROMPT_GROUP], s)
             iou_pred, mask_tokens_out, obj_logits, hyper_in = self.heads(hs)
             hyper_in = hyper_in[:, first_mask:]
             if masks is None:
@@ -195,15 +194,14 @@ class MaskDecoder(nn.Module):
             # one image and one dense embedding (no mask prompt) for every prompt: keep batch 1 and
             # let the transformer broadcast it, instead of copying the image B times; its first
             # layer's projections are computed here once
-            src = image_embeddings + dense[:1]
-            return DecoderInputs(src, image_pe, self.transformer.share_image(src, image_pe), PROMPT_GROUP)
+            return self.prepare_image(image_embeddings, dense[:1], image_pe)
         if repeat_image:
             src = image_embeddings + dense  # (1, C, h, w) + (B, C, h, w)
         else:
             if image_embeddings.shape[0] != dense.shape[0]:
                 raise ValueError(f"{image_embeddings.shape[0]} image embeddings for {dense.shape[0]} prompts")
             src = image_embeddings + dense
-        return DecoderInputs(src, image_pe, None, PROMPT_GROUP)
+        return DecoderInputs(src, image_pe, None)
 
     def prepare_image(
         self,
@@ -214,11 +212,13 @@ class MaskDecoder(nn.Module):
     ) -> DecoderInputs:
         """The image side of every decoder call on one image (1, C, h, w) with one dense embedding
         (1, C, h, w) -- the no-mask embedding of point and box prompts --, first layer projections
-        and upscaling skips included, to pass as ``prepared`` to any number of calls: a click then
-        skips ~0.4 GFLOP and ~3 ms of copies of image work it would otherwise redo."""
+        and (given the high-res features) upscaling skips included, to pass as ``prepared`` to any
+        number of calls: a click then skips ~0.4 GFLOP and ~3 ms of copies of image work it would
+        otherwise redo."""
         src = image_embedding + dense_prompt_embedding
-        skips = self.prepare_skips(high_res_features) if self.use_high_res_features else None
-        return DecoderInputs(src, image_pe, self.transformer.share_image(src, image_pe), PROMPT_GROUP, skips)
+        with_skips = self.use_high_res_features and high_res_features is not None
+        skips = self.prepare_skips(high_res_features) if with_skips else None
+        return DecoderInputs(src, image_pe, self.transformer.share_image(src, image_pe), skips)
 
     def prepare_skips(self, high_res_features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The high-res features (1, C/8, 4h, 4w) and (1, C/4, 2h, 2w), rearranged for the token-order

@@ -4,10 +4,11 @@ Same constructor arguments and output as the reference ``SAM2AutomaticMaskGenera
 the same; the work is not: the reference upsamples every candidate mask to full resolution before
 its cheapest filter, and encodes every survivor as RLE before NMS. Here
 
-1. the decoder runs on the grid in batches and returns only low-res (256 x 256) logits;
+1. the decoder runs on the grid in batches and returns only low-res (256 x 256) logits, and does not
+   even upscale those of prompts whose every mask fails the predicted-IoU filter;
 2. the predicted-IoU filter drops candidates before anything is upsampled;
-3. survivors are upsampled in memory-bounded chunks just long enough to compute their stability
-   score and box (both vectorized), then dropped again, keeping the low-res logits;
+3. survivors are upsampled one mask (a few for small images) at a time, just long enough to compute
+   their stability score and box, then dropped again, keeping the low-res logits;
 4. box NMS runs on those boxes, and only its survivors are upsampled once more and encoded.
 
 ``fast=True`` (not in the reference) computes the stability scores and boxes for the filters at the

@@ -344,7 +344,10 @@ class ImagePredictor(ModelBacked):
             # keyed to the features themselves too, so that features swapped in by hand are not
             # answered from another image's cache
             if cached is None or cached[0] is not self._features:
-                cached = (self._features, model.sam_mask_decoder.prepare_image(embed, dense[:1], pe, high_res))
+                cached = (
+                    self._features,
+                    model.sam_mask_decoder.prepare_image(embed, dense[:1], pe, high_res),
+                )
                 self._prepared[key] = cached
             prepared = cached[1]
         low_res, ious, _, _ = model.sam_mask_decoder(
