@@ -145,3 +145,68 @@ def test_coordinates_map_to_model_frame():
     torch.testing.assert_close(b, torch.tensor([[[0.0, 0.0], [1024.0, 1024.0]]]))
     n = T.transform_coords(torch.tensor([[0.5, 0.25]]), (100, 200), 1024, normalize=False)
     torch.testing.assert_close(n, torch.tensor([[512.0, 256.0]]))
+
+
+# --- banded upsampling (upsample_threshold, upsampled_bands, upsampled_mask_stats) -------------
+
+
+def _smooth_logits(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, h, w, generator=g) * 8
+    return torch.nn.functional.avg_pool2d(x, 5, 1, 2)[:, 0] + torch.linspace(-3, 3, n).view(n, 1, 1)
+
+
+def _interp(low: torch.Tensor, size) -> torch.Tensor:
+    return torch.nn.functional.interpolate(low[:, None], size=size, mode="bilinear", align_corners=False)[
+        :, 0
+    ]
+
+
+SIZES = [(1500, 2250), (37, 300), (256, 256), (100, 64), (1, 1), (513, 7)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_upsampled_bands_equal_interpolate(size):
+    low = _smooth_logits(3, 64, 48, seed=size[0])
+    ref = _interp(low, size)
+    got = torch.empty_like(ref)
+    covered = 0
+    for r0, r1, band in T.upsampled_bands(low, size):
+        got[:, r0:r1] = band
+        covered += r1 - r0
+    assert covered == size[0]
+    scale = float(ref.abs().max())
+    assert float((got - ref).abs().max()) <= 1e-6 * scale
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("threshold", [0.0, 1.5])
+def test_upsample_threshold_equals_interpolate_then_threshold(size, threshold):
+    low = _smooth_logits(4, 64, 48, seed=7).view(2, 2, 64, 48)
+    ref = (_interp(low.view(4, 64, 48), size) > threshold).float().view(2, 2, *size)
+    logits = _interp(low.view(4, 64, 48), size).view(2, 2, *size)
+    got = T.upsample_threshold(low, size, threshold)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert set(got.unique().tolist()) <= {0.0, 1.0}
+    assert 0.0 < float(ref.mean()) < 1.0 or size == (1, 1)
+    # only pixels whose logit is within float rounding of the threshold may differ
+    differ = got != ref
+    assert not (differ & ((logits - threshold).abs() > 1e-4)).any()
+
+
+def test_upsample_threshold_with_infinite_logits_is_exact():
+    # -inf masks (the AMG decoder's skipped prompts) cannot go through a matmul: -inf x 0 = NaN
+    low = _smooth_logits(2, 32, 32, seed=3).view(1, 2, 32, 32)
+    low[0, 1] = float("-inf")
+    got = T.upsample_threshold(low, (90, 70), 0.0)
+    ref = (_interp(low[0], (90, 70)) > 0).float()
+    assert torch.equal(got[0], ref)
+    assert not got[0, 1].any()
+
+
+def test_postprocess_binary_matches_postprocess_then_threshold():
+    low = _smooth_logits(3, 64, 64, seed=5).view(1, 3, 64, 64)
+    ref = T.postprocess_masks(low, (300, 200), 0.0, 20, 20) > 0
+    got = T.postprocess_masks_binary(low, (300, 200), 0.0, 20, 20)
+    logits = T.postprocess_masks(low, (300, 200), 0.0, 20, 20)
+    assert not ((got.bool() != ref) & (logits.abs() > 1e-4)).any()
