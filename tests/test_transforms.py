@@ -207,6 +207,6 @@ def test_upsample_threshold_with_infinite_logits_is_exact():
 def test_postprocess_binary_matches_postprocess_then_threshold():
     low = _smooth_logits(3, 64, 64, seed=5).view(1, 3, 64, 64)
     ref = T.postprocess_masks(low, (300, 200), 0.0, 20, 20) > 0
-    got = T.postprocess_masks_binary(low, (300, 200), 0.0, 20, 20)
+    got = T.postprocess_masks(low, (300, 200), 0.0, 20, 20, binary=True)
     logits = T.postprocess_masks(low, (300, 200), 0.0, 20, 20)
     assert not ((got.bool() != ref) & (logits.abs() > 1e-4)).any()

@@ -27,7 +27,6 @@ __all__ = [
     "small_regions",
     "load_image",
     "postprocess_masks",
-    "postprocess_masks_binary",
     "upsample_threshold",
     "upsampled_bands",
     "preprocess_image",
@@ -224,10 +223,14 @@ def postprocess_masks(
     mask_threshold: float = 0.0,
     max_hole_area: float = 0.0,
     max_sprinkle_area: float = 0.0,
+    binary: bool = False,
 ) -> torch.Tensor:
     """(B, M, h, w) low-res logits -> (B, M, H, W) logits at the original resolution, after
-    :func:`clean_small_regions` at low resolution."""
+    :func:`clean_small_regions` at low resolution; with ``binary``, float32 0/1 masks (logits above
+    ``mask_threshold``) from :func:`upsample_threshold` instead."""
     masks = clean_small_regions(low_res, mask_threshold, max_hole_area, max_sprinkle_area)
+    if binary:
+        return upsample_threshold(masks, orig_hw, mask_threshold)
     return F.interpolate(masks, size=tuple(orig_hw), mode="bilinear", align_corners=False)
 
 
@@ -311,15 +314,3 @@ def upsample_threshold(
     for r0, r1, band in upsampled_bands(low_res.reshape(b * m, h, w), (hh, ww)):
         torch.gt(band, threshold, out=dst[:, r0:r1])
     return out
-
-
-def postprocess_masks_binary(
-    low_res: torch.Tensor,
-    orig_hw: tuple[int, int],
-    mask_threshold: float = 0.0,
-    max_hole_area: float = 0.0,
-    max_sprinkle_area: float = 0.0,
-) -> torch.Tensor:
-    """:func:`postprocess_masks` thresholded: (B, M, h, w) logits -> (B, M, H, W) float32 0/1."""
-    masks = clean_small_regions(low_res, mask_threshold, max_hole_area, max_sprinkle_area)
-    return upsample_threshold(masks, orig_hw, mask_threshold)

@@ -291,9 +291,13 @@ class ImagePredictor(ModelBacked):
         low_res, ious = self._decode(point_coords, point_labels, boxes, mask_input, multimask_output, img_idx)
         # float 0/1 masks (what the reference returns) come out of the upsampling already
         # thresholded, band by band: the 40 MB of logits of a 2250x1500 click are never written
-        post = T.postprocess_masks if return_logits else T.postprocess_masks_binary
-        masks = post(
-            low_res, self._orig_hw[img_idx], self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
+        masks = T.postprocess_masks(
+            low_res,
+            self._orig_hw[img_idx],
+            self.mask_threshold,
+            self.max_hole_area,
+            self.max_sprinkle_area,
+            binary=not return_logits,
         )
         low_res = torch.clamp(low_res, -32.0, 32.0)
         return masks, ious, low_res
