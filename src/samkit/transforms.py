@@ -22,6 +22,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "bilinear_axis",
     "connected_components",
     "clean_small_regions",
     "fill_small_regions",
@@ -247,20 +248,33 @@ _BAND_ROWS = 64  # output rows per band: 3 masks x 64 rows x 2250 columns of flo
 _BAND_COLS = 256  # output columns per band of the first (horizontal) pass
 
 
+@functools.lru_cache(maxsize=16)
+def bilinear_axis(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Along one axis of ``F.interpolate(mode="bilinear", align_corners=False)``: for each of the
+    n_out outputs, the two inputs it mixes (lo, hi: int64; hi == lo at the last input) and their
+    float32 weights (w_lo, w_hi), as PyTorch's CPU kernel computes them: the source coordinate
+    ``scale * (i + 0.5) - 0.5`` is one fused multiply-add, rounded once to float32 (emulated here in
+    float64, where the product is exact). Cached, read-only."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    half = np.arange(n_out, dtype=np.float32) + np.float32(0.5)
+    src = (np.float64(scale) * half.astype(np.float64) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0))
+    lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    w_hi = np.clip(src - lo.astype(np.float32), np.float32(0), np.float32(1)).astype(np.float32)
+    w_lo = (np.float32(1) - w_hi).astype(np.float32)
+    hi = np.where(lo < n_in - 1, lo + 1, lo)
+    return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in (lo, hi, w_lo, w_hi))
+
+
 @functools.lru_cache(maxsize=8)
 def _bilinear_matrix(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(n_out, n_in) weights of F.interpolate(mode="bilinear", align_corners=False) along one axis
-    (float32 arithmetic as PyTorch's CPU kernel does it), and the first and last input index each
-    output reads. Cached (read-only): every click on an image needs the same two, ~1.4 ms to build
-    at 2250x1500."""
-    scale = torch.tensor(n_in, dtype=torch.float32) / n_out
-    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_(min=0)
-    lo = src.long()
-    w_hi = (src - lo).clamp_(0, 1)
-    hi = torch.where(lo < n_in - 1, lo + 1, lo)
+    """(n_out, n_in) weights of F.interpolate(mode="bilinear", align_corners=False) along one axis,
+    and the first and last input index each output reads. Cached (read-only): every click on an
+    image needs the same two, ~1.4 ms to build at 2250x1500."""
+    lo, hi, w_lo, w_hi = bilinear_axis(n_in, n_out)
     m = torch.zeros(n_out, n_in)
     rows = torch.arange(n_out)
-    m.index_put_((rows, lo), 1 - w_hi, accumulate=True)
+    m.index_put_((rows, lo), w_lo, accumulate=True)
     m.index_put_((rows, hi), w_hi, accumulate=True)
     return m, lo, hi
 

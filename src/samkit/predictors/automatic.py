@@ -7,8 +7,10 @@ its cheapest filter, and encodes every survivor as RLE before NMS. Here
 1. the decoder runs on the grid in batches and returns only low-res (256 x 256) logits, and does not
    even upscale those of prompts whose every mask fails the predicted-IoU filter;
 2. the predicted-IoU filter drops candidates before anything is upsampled;
-3. survivors are upsampled one mask (a few for small images) at a time, just long enough to compute
-   their stability score and box, then dropped again, keeping the low-res logits;
+3. survivors' stability scores and boxes are computed at full resolution without upsampling them
+   (amg.upsampled_stability_and_boxes: only the low-res cells the thresholds cross, the masks'
+   outlines, are upsampled), or, for small crops and noise-like masks, by upsampling one mask (a few
+   for small images) at a time; the low-res logits are kept;
 4. box NMS runs on those boxes, and only its survivors are upsampled once more and encoded.
 
 ``fast=True`` (not in the reference) computes the stability scores and boxes for the filters at the
@@ -38,6 +40,12 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # (1200x800: 2.8 ms per mask one at a time, 3.9 ms in fours, 8.3 ms in chunks of 35), and memory
 # stays bounded on huge images
 CHUNK_BYTES = 4 * 2**20
+# scoring by cells of the low-res grid (amg.upsampled_stability_and_boxes): masks scored together
+# (a few MiB per (N, 256, 256) temporary), used for crops with at least CELL_MIN_SCALE times as many
+# pixels as the logits, falling back to upsampling when over CELL_MAX_BOUNDARY of the cells are crossed
+CELL_CHUNK = 16
+CELL_MIN_SCALE = 4
+CELL_MAX_BOUNDARY = 0.3
 
 
 @dataclass
@@ -342,19 +350,17 @@ class AutomaticMaskGenerator(ModelBacked):
             score_hw = (max(1, min(ch, round(ch * f))), max(1, min(cw, round(cw * f))))
         else:
             score_hw = crop_hw
-        chunk = self._chunk(*score_hw)
+        # by cells of the low-res grid (see amg.upsampled_stability_and_boxes) when the crop has many
+        # more pixels than the logits, else (or for noise-like logits) upsampled a chunk at a time
+        by_cells = not self.fast and low.device.type == "cpu" and ch * cw >= CELL_MIN_SCALE * low[0].numel()
+        chunk = CELL_CHUNK if by_cells else self._chunk(*score_hw)
         for s in range(0, len(low), chunk):
             lo = low[s : s + chunk]
-            full = F.interpolate(lo[:, None], size=score_hw, mode="bilinear", align_corners=False)[:, 0]
-            stab = amg.stability_score(full, self.mask_threshold, self.stability_score_offset)
-            keep = (
-                stab >= self.stability_score_thresh
-                if self.stability_score_thresh > 0.0
-                else torch.ones_like(stab, dtype=torch.bool)
-            )
+            stab, boxes = self._score(lo, score_hw, by_cells)
+            keep = self._stable(stab)
             if not keep.any():
                 continue
-            boxes = amg.batched_mask_to_box(full[keep] > self.mask_threshold)
+            boxes = boxes[keep]
             if self.fast:  # back to crop pixels
                 scale = torch.tensor([cw / score_hw[1], ch / score_hw[0]] * 2)
                 boxes = (boxes.float() * scale).floor().long()
@@ -364,6 +370,34 @@ class AutomaticMaskGenerator(ModelBacked):
             if len(idx):
                 cands.add(lo[idx], ious[s : s + chunk][idx], points[s : s + chunk][idx], stab[idx], boxes)
         self.timings["filter"] += time.perf_counter() - t
+
+    def _stable(self, stability: torch.Tensor) -> torch.Tensor:
+        if self.stability_score_thresh > 0.0:
+            return stability >= self.stability_score_thresh
+        return torch.ones_like(stability, dtype=torch.bool)
+
+    def _score(
+        self, low: torch.Tensor, hw: tuple[int, int], by_cells: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stability scores (N,) of the logits (N, h, w) upsampled to hw, and the boxes (N, 4) of the
+        stable ones (zeros for the others)."""
+        if by_cells:
+            scored = amg.upsampled_stability_and_boxes(
+                low, hw, self.mask_threshold, self.stability_score_offset, max_boundary=CELL_MAX_BOUNDARY
+            )
+            if scored is not None:
+                return scored
+        stab, boxes = [], []
+        chunk = self._chunk(*hw)
+        for s in range(0, len(low), chunk):
+            up = F.interpolate(low[s : s + chunk, None], size=hw, mode="bilinear", align_corners=False)
+            full = up[:, 0]
+            stab.append(amg.stability_score(full, self.mask_threshold, self.stability_score_offset))
+            keep = self._stable(stab[-1])
+            boxes.append(torch.zeros(len(full), 4, dtype=torch.int64))
+            if keep.any():
+                boxes[-1][keep] = amg.batched_mask_to_box(full[keep] > self.mask_threshold).cpu()
+        return torch.cat(stab), torch.cat(boxes).to(low.device)
 
     def _final_masks(
         self, low: torch.Tensor, crop_hw: tuple[int, int], crop_box: list[int], orig_hw: tuple[int, int]
