@@ -246,6 +246,36 @@ def test_fast_mode_agrees_with_exact(tiny_model, image):
     assert abs(len(fast) - len(exact)) <= max(2, len(exact) // 5)
 
 
+@pytest.mark.parametrize("bf16", [True, False])
+def test_fast_mode_decoder(tiny_model, image, monkeypatch, bf16):
+    """Where bf16 is fast, the fast mode decodes with a bfloat16 copy of the decoder (the model's own
+    stays float32); elsewhere with the model's. Either way every candidate is close to the exact one."""
+    monkeypatch.setattr(automatic, "has_fast_bf16", lambda device: bf16)
+    gen = samkit.AutomaticMaskGenerator(tiny_model, fast=True, **OPEN)
+    assert (gen._decoder is not None) == bf16
+    if bf16:
+        assert gen._decoder.iou_token.weight.dtype == torch.bfloat16
+    assert tiny_model.sam_mask_decoder.iou_token.weight.dtype == torch.float32
+    fast = gen.generate(image)
+    exact = samkit.AutomaticMaskGenerator(tiny_model, **OPEN).generate(image)
+    assert len(fast) == len(exact) == 48
+    # same prompts, masks close: each exact mask has a fast one of the same point that overlaps it well
+    by_point = {}
+    for b in fast:
+        by_point.setdefault(tuple(b["point_coords"][0]), []).append(b)
+    ious = []
+    for a in exact:
+        best = 0.0
+        for b in by_point[tuple(a["point_coords"][0])]:
+            inter = np.logical_and(a["segmentation"], b["segmentation"]).sum()
+            union = np.logical_or(a["segmentation"], b["segmentation"]).sum()
+            best = max(best, inter / union if union else 1.0)
+        ious.append(best)
+    assert np.mean(ious) > (0.9 if bf16 else 0.999)
+    scores = sorted(a["predicted_iou"] for a in exact)
+    assert sorted(a["predicted_iou"] for a in fast) == pytest.approx(scores, abs=0.02 if bf16 else 1e-6)
+
+
 def test_large_image_rle_output(tiny_model):
     """A 6000x4000 image in RLE mode: masks are never all dense at once."""
     img = np.zeros((4000, 6000, 3), np.uint8)

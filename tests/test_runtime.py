@@ -25,3 +25,18 @@ def test_tuned_process_computes_the_same():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_has_fast_bf16_answers_per_device():
+    import torch
+
+    from samkit.runtime import has_fast_bf16
+
+    assert has_fast_bf16("meta") is False
+    cpu = has_fast_bf16("cpu")
+    assert isinstance(cpu, bool)
+    # agrees with what the CPU reports (/proc/cpuinfo flags on Linux)
+    if sys.platform.startswith("linux"):
+        flags = open("/proc/cpuinfo").read()
+        assert cpu == ("avx512_bf16" in flags or "amx_tile" in flags)
+    assert has_fast_bf16(torch.device("cpu")) == cpu

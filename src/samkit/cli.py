@@ -75,7 +75,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fast",
         action="store_true",
-        help="fast path: bfloat16 image encoder (and, for auto, approximate filters); masks differ slightly",
+        help="fast path: bfloat16 image encoder (and, for auto, a bfloat16 mask decoder and low-res filters); masks differ slightly",
     )
 
 

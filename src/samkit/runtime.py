@@ -14,7 +14,7 @@ import ctypes
 import ctypes.util
 import sys
 
-__all__ = ["tune_allocator"]
+__all__ = ["has_fast_bf16", "tune_allocator"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -45,3 +45,19 @@ def tune_allocator() -> bool:
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
     return _tuned
+
+
+def has_fast_bf16(device) -> bool:
+    """Whether bfloat16 matmuls beat float32 on ``device``: CUDA GPUs that support bf16, and CPUs
+    with AVX512-BF16 or AMX (elsewhere PyTorch emulates bf16 and it runs slower than float32)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if dev.type != "cpu":
+        return False
+    try:  # private helpers, present since PyTorch 2.3
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False

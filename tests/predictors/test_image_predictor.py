@@ -59,6 +59,24 @@ def test_batched_prompts_equal_one_by_one(predictor):
             np.testing.assert_allclose(x[i], y, rtol=1e-5, atol=1e-5)
 
 
+def test_decode_with_a_bf16_decoder_copy(predictor, tiny_model):
+    """_decode(decoder=...) runs a bfloat16 copy of the decoder on the same image (its own prepared
+    image side, cached apart: the float32 results afterwards are unchanged) and returns float32."""
+    import copy
+
+    pts = torch.tensor([[[0.3, 0.4]], [[0.7, 0.2]]]) * predictor.image_size
+    labels = torch.ones(2, 1, dtype=torch.int32)
+    low, ious = predictor._decode(pts, labels)
+    bf16 = copy.deepcopy(tiny_model.sam_mask_decoder).to(torch.bfloat16)
+    low_b, ious_b = predictor._decode(pts, labels, decoder=bf16)
+    assert low_b.dtype == ious_b.dtype == torch.float32 and low_b.shape == low.shape
+    again = predictor._decode(pts, labels)
+    assert torch.equal(again[0], low) and torch.equal(again[1], ious)
+    agree = ((low_b > 0) == (low > 0)).float().mean()
+    assert agree > 0.95 and not torch.equal(low_b, low)
+    assert torch.allclose(ious_b, ious, atol=0.05)
+
+
 def test_set_image_batch_equals_one_by_one(tiny_model, rng):
     images = [rng.integers(0, 256, (60 + 10 * i, 80, 3), dtype=np.uint8) for i in range(3)]
     points = [np.array([[20.0, 30.0]]), np.array([[40.0, 10.0], [5.0, 5.0]]), np.array([[70.0, 70.0]])]

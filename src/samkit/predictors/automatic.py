@@ -13,13 +13,15 @@ its cheapest filter, and encodes every survivor as RLE before NMS. Here
    for small images) at a time; the low-res logits are kept;
 4. box NMS runs on those boxes, and only its survivors are upsampled once more and encoded.
 
-``fast=True`` (not in the reference) computes the stability scores and boxes for the filters at the
-low-res logits' own size (longer side 256) instead of full resolution; the masks it returns are still
-full resolution, but the set that survives the filters can differ slightly.
+``fast=True`` (not in the reference) decodes the grid with a bfloat16 copy of the mask decoder (on
+CUDA and on CPUs with AVX512-BF16 or AMX) and computes the stability scores and boxes for the filters
+at the low-res logits' own size (longer side 256) instead of full resolution; the masks it returns
+are still full resolution, but they and the set that survives the filters can differ slightly.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from .. import amg, rle
 from .. import transforms as T
 from ..modeling import SAM2Model
+from ..runtime import has_fast_bf16
 from ._base import ModelBacked
 from .image import ImagePredictor
 
@@ -78,7 +81,7 @@ class AutomaticMaskGenerator(ModelBacked):
     stability_score_thresh, stability_score_offset, mask_threshold, box_nms_thresh, crop_n_layers,
     crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor, min_mask_region_area,
     output_mode ('binary_mask', 'uncompressed_rle', 'coco_rle'), use_m2m, multimask_output;
-    plus ``fast`` (approximate filters, see the module docstring).
+    plus ``fast`` (bf16 decoder and approximate filters, see the module docstring).
     """
 
     def __init__(
@@ -165,6 +168,10 @@ class AutomaticMaskGenerator(ModelBacked):
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
         self.fast = fast
+        # the fast mode decodes the grid with a bfloat16 copy of the mask decoder where bf16 is fast
+        self._decoder = None
+        if fast and has_fast_bf16(model.device):
+            self._decoder = copy.deepcopy(model.sam_mask_decoder).to(torch.bfloat16)
         self.timings: dict[str, float] = {}
 
     @staticmethod
@@ -299,7 +306,12 @@ class AutomaticMaskGenerator(ModelBacked):
     ):
         labels = torch.ones(in_points.shape[0], 1, dtype=torch.int32, device=in_points.device)
         low, ious = self.predictor._decode(
-            in_points[:, None, :], labels, mask_input=mask_input, multimask_output=multimask, min_iou=min_iou
+            in_points[:, None, :],
+            labels,
+            mask_input=mask_input,
+            multimask_output=multimask,
+            min_iou=min_iou,
+            decoder=self._decoder,
         )
         return low.flatten(0, 1), ious.flatten(0, 1)
 

@@ -312,10 +312,13 @@ class ImagePredictor(ModelBacked):
         multimask_output: bool = True,
         img_idx: int = -1,
         min_iou: float | None = None,
+        decoder: torch.nn.Module | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder only: low-res logits (B, M, h, w) float32 (not clamped) and
         scores (B, M), with no upsampling — callers upsample only what they keep. ``min_iou``: see
-        the mask decoder (prompts whose masks all score at most this come back as -inf masks)."""
+        the mask decoder (prompts whose masks all score at most this come back as -inf masks).
+        ``decoder``: a copy of the model's mask decoder in another dtype (bfloat16) to decode with;
+        its inputs are cast to its dtype."""
         if not self._is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         points = None if point_coords is None else (point_coords, point_labels)
@@ -334,26 +337,31 @@ class ImagePredictor(ModelBacked):
                 )
 
         model = self.model
+        decoder = decoder or model.sam_mask_decoder
+        dt = decoder.iou_token.weight.dtype
         sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
         batched = points is not None and points[0].shape[0] > 1
         embed = self._features["image_embed"][img_idx].unsqueeze(0)
         high_res = [f[img_idx].unsqueeze(0) for f in self._features["high_res_feats"]]
         pe = model.sam_prompt_encoder.get_dense_pe()
+        if dt != torch.float32:
+            sparse, dense, embed, pe = (x.to(dt) for x in (sparse, dense, embed, pe))
+            high_res = [f.to(dt) for f in high_res]
         prepared = None
         if mask_input is None:
             # every click on this image starts from the same image side: compute it once
-            key = img_idx % len(self._orig_hw)
+            key = (img_idx % len(self._orig_hw), dt)
             cached = self._prepared.get(key)
             # keyed to the features themselves too, so that features swapped in by hand are not
             # answered from another image's cache
             if cached is None or cached[0] is not self._features:
                 cached = (
                     self._features,
-                    model.sam_mask_decoder.prepare_image(embed, dense[:1], pe, high_res),
+                    decoder.prepare_image(embed, dense[:1], pe, high_res),
                 )
                 self._prepared[key] = cached
             prepared = cached[1]
-        low_res, ious, _, _ = model.sam_mask_decoder(
+        low_res, ious, _, _ = decoder(
             image_embeddings=embed,
             image_pe=pe,
             sparse_prompt_embeddings=sparse,
