@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import torch
-from _common import DATA, ROOT, emit_json, same_allocator
+from _common import DATA, ROOT, emit_json, median_time, same_allocator
 
 
 def bench_checkpoint(variant: str):
@@ -107,16 +107,10 @@ def scoring(hw: tuple[int, int], n: int = 64, runs: int = 3) -> dict:
         for i in range(0, n, 16):
             assert amg.upsampled_stability_and_boxes(low[i : i + 16], hw, 0.0, 1.0) is not None
 
-    out = {}
-    for name, fn in (("upsampled", upsampled), ("by_cells", by_cells)):
-        fn()
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        out[name + "_ms_per_mask"] = round(1e3 * float(np.median(times)) / n, 3)
-    return out
+    return {
+        name + "_ms_per_mask": round(1e3 * median_time(fn, runs) / n, 3)
+        for name, fn in (("upsampled", upsampled), ("by_cells", by_cells))
+    }
 
 
 def fast_vs_exact_masks(model, fast_model, image: np.ndarray, side: int = 16) -> dict:
