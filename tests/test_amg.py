@@ -124,6 +124,8 @@ def test_upsampled_scores_by_cells_give_up_on_noise():
     assert amg.upsampled_stability_and_boxes(noise, (800, 1200), 0.0, 1.0) is None
     smooth = blob_logits(4, 256, 256, seed=1)
     assert amg.upsampled_stability_and_boxes(smooth, (800, 1200), 0.0, 1.0) is not None
+    smooth[1, :5] = float("-inf")  # a dropped mask's logits: left to F.interpolate
+    assert amg.upsampled_stability_and_boxes(smooth, (800, 1200), 0.0, 1.0, max_boundary=10.0) is None
 
 
 def test_scoring_by_cells_does_not_change_results(tiny_model, image, monkeypatch):

@@ -145,6 +145,8 @@ def upsampled_stability_and_boxes(
     cmin = torch.minimum(pair_min[:, :-1], pair_min[:, 1:])  # (N, h, w)
     cmax = torch.maximum(pair_max[:, :-1], pair_max[:, 1:])
     tol = _CELL_TOL * float(low.abs().amax()) if low.numel() else 0.0
+    if not math.isfinite(tol):  # -inf x a zero weight is NaN: non-finite logits are upsampled
+        return None
     # cells with values on both sides of, or near, any of the thresholds: the band around the mask's
     # outline (a cell inside that band but between two thresholds is evaluated needlessly, but right)
     thresholds = (mask_threshold + offset, mask_threshold, mask_threshold - offset)
