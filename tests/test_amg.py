@@ -278,6 +278,16 @@ def test_fast_mode_decoder(tiny_model, image, monkeypatch, bf16):
     assert sorted(a["predicted_iou"] for a in fast) == pytest.approx(scores, abs=0.02 if bf16 else 1e-6)
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_no_candidate_passes(tiny_model, image, fast):
+    """Every candidate dropped by the first filter: an empty list, on small and big crops."""
+    from PIL import Image
+
+    for img in (image, np.asarray(Image.fromarray(image).resize((560, 360)))):
+        gen = samkit.AutomaticMaskGenerator(tiny_model, points_per_side=4, pred_iou_thresh=1.0, fast=fast)
+        assert gen.generate(img) == []
+
+
 def test_large_image_rle_output(tiny_model):
     """A 6000x4000 image in RLE mode: masks are never all dense at once."""
     img = np.zeros((4000, 6000, 3), np.uint8)
