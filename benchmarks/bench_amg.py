@@ -34,6 +34,12 @@ def bench_checkpoint(variant: str):
     return path
 
 
+def mask_iou(m: np.ndarray, y: np.ndarray) -> float:
+    """IoU of two boolean masks; 1.0 when both are empty."""
+    union = np.logical_or(m, y).sum()
+    return float(np.logical_and(m, y).sum() / union) if union else 1.0
+
+
 def match_iou(a: list[dict], b: list[dict]) -> float:
     """Mean over masks of `a` of the best IoU with a mask of `b` (1.0 when both are empty)."""
     from samkit import rle
@@ -44,12 +50,7 @@ def match_iou(a: list[dict], b: list[dict]) -> float:
     scores = []
     for x in a:
         m = rle.decode(x["segmentation"])
-        best = 0.0
-        for y in bm:
-            inter = np.logical_and(m, y).sum()
-            if inter:
-                best = max(best, inter / np.logical_or(m, y).sum())
-        scores.append(best)
+        scores.append(max((mask_iou(m, y) if m.any() else 0.0 for y in bm), default=0.0))
     return float(np.mean(scores))
 
 
@@ -134,9 +135,7 @@ def fast_vs_exact_masks(model, fast_model, image: np.ndarray, side: int = 16) ->
         ma = rle.decode(a["segmentation"])
         best, diff = 0.0, 1.0
         for b in by_point[tuple(a["point_coords"][0])]:
-            mb = rle.decode(b["segmentation"])
-            union = np.logical_or(ma, mb).sum()
-            iou = np.logical_and(ma, mb).sum() / union if union else 1.0
+            iou = mask_iou(ma, rle.decode(b["segmentation"]))
             if iou >= best:
                 best, diff = iou, abs(a["predicted_iou"] - b["predicted_iou"])
         ious.append(best)

@@ -128,10 +128,13 @@ def upsampled_stability_and_boxes(
     than ``max_boundary`` of the cells would need upsampling (noise-like logits), where the direct
     computation is cheaper.
     """
-    # (int32, uint8 and float32 throughout: PyTorch reduces int64 and bool over short or outer
+    # (reductions over int32, uint8 and float32: PyTorch reduces int64 and bool over short or outer
     # axes 10-200x slower than these)
     n, h, w = low.shape
     hh, ww = int(size[0]), int(size[1])
+    tol = _CELL_TOL * float(low.abs().amax()) if low.numel() else 0.0
+    if not math.isfinite(tol):  # -inf x a zero weight is NaN: non-finite logits are upsampled
+        return None
     # noise-like logits cross a threshold between most neighbours: give up before the real work
     side = low > mask_threshold
     if int(torch.count_nonzero(side[:, :, 1:] != side[:, :, :-1])) > max_boundary / 3 * side.numel():
@@ -144,9 +147,6 @@ def upsampled_stability_and_boxes(
     pair_max = torch.maximum(pad[:, :, :-1], pad[:, :, 1:])
     cmin = torch.minimum(pair_min[:, :-1], pair_min[:, 1:])  # (N, h, w)
     cmax = torch.maximum(pair_max[:, :-1], pair_max[:, 1:])
-    tol = _CELL_TOL * float(low.abs().amax()) if low.numel() else 0.0
-    if not math.isfinite(tol):  # -inf x a zero weight is NaN: non-finite logits are upsampled
-        return None
     # cells with values on both sides of, or near, any of the thresholds: the band around the mask's
     # outline (a cell inside that band but between two thresholds is evaluated needlessly, but right)
     thresholds = (mask_threshold + offset, mask_threshold, mask_threshold - offset)

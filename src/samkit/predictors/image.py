@@ -337,7 +337,8 @@ class ImagePredictor(ModelBacked):
                 )
 
         model = self.model
-        decoder = decoder or model.sam_mask_decoder
+        if decoder is None:
+            decoder = model.sam_mask_decoder
         dt = decoder.iou_token.weight.dtype
         sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
         batched = points is not None and points[0].shape[0] > 1
