@@ -77,6 +77,40 @@ def test_decode_with_a_bf16_decoder_copy(predictor, tiny_model):
     assert torch.allclose(ious_b, ious, atol=0.05)
 
 
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_fast_model_decodes_with_the_bf16_copy(tiny_checkpoint, image, monkeypatch, fast_bf16):
+    """A precision='bf16' model's predictor decodes with the model's shared bfloat16 decoder copy where
+    bf16 is fast, with its own float32 decoder elsewhere; the copy stays out of the state dict."""
+    import samkit.runtime
+
+    monkeypatch.setattr(samkit.runtime, "has_fast_bf16", lambda device: fast_bf16)
+    model = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu", precision="bf16")
+    keys = set(model.state_dict())
+    dec = model.fast_mask_decoder()
+    assert (dec is not model.sam_mask_decoder) == fast_bf16
+    assert dec.iou_token.weight.dtype == (torch.bfloat16 if fast_bf16 else torch.float32)
+    assert model.fast_mask_decoder() is dec  # made once, shared
+    assert set(model.state_dict()) == keys
+    assert model.sam_mask_decoder.iou_token.weight.dtype == torch.float32
+
+    p = samkit.ImagePredictor(model)
+    p.set_image(image)
+    pts = torch.tensor([[[0.3, 0.4]], [[0.7, 0.2]]]) * p.image_size
+    labels = torch.ones(2, 1, dtype=torch.int32)
+    got = p._decode(pts, labels)
+    want = p._decode(pts, labels, decoder=dec)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    own = p._decode(pts, labels, decoder=model.sam_mask_decoder)
+    assert torch.equal(got[0], own[0]) != fast_bf16
+    # a mask prompt (no cached image side: the image tensors are cast on the call) works too
+    masks, scores, low = p.predict(point_coords=[[70, 45]], point_labels=[1], multimask_output=False)
+    masks2, _, _ = p.predict(point_coords=[[70, 45]], point_labels=[1], mask_input=low, multimask_output=False)
+    assert masks2.shape == masks.shape == (1, 90, 140) and np.isfinite(scores).all()
+
+    model.drop_fast_mask_decoder()
+    assert (model.fast_mask_decoder() is not dec) == fast_bf16
+
+
 def test_set_image_batch_equals_one_by_one(tiny_model, rng):
     images = [rng.integers(0, 256, (60 + 10 * i, 80, 3), dtype=np.uint8) for i in range(3)]
     points = [np.array([[20.0, 30.0]]), np.array([[40.0, 10.0], [5.0, 5.0]]), np.array([[70.0, 70.0]])]

@@ -7,6 +7,8 @@ heads; video tracking composes the memory parts as small functions in ``samkit.t
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -103,6 +105,30 @@ class SAM2Model(nn.Module):
     @property
     def precision(self) -> str:
         return "bf16" if self.image_encoder.trunk.patch_embed.proj.weight.dtype == torch.bfloat16 else "fp32"
+
+    def fast_mask_decoder(self) -> MaskDecoder:
+        """The mask decoder the fast path decodes with: :meth:`bf16_mask_decoder` where bf16 matmuls
+        are fast (:func:`samkit.runtime.has_fast_bf16`), else the model's own float32 decoder."""
+        from ..runtime import has_fast_bf16
+
+        return self.bf16_mask_decoder() if has_fast_bf16(self.device) else self.sam_mask_decoder
+
+    def bf16_mask_decoder(self) -> MaskDecoder:
+        """A bfloat16 copy of the mask decoder, made on first use and shared by every predictor and
+        generator of this model. It is kept out of the module tree (not in ``state_dict``, not moved by
+        ``.to``: a new copy is made when the model has moved). Weights loaded into the model later are
+        not seen by an existing copy: call :meth:`drop_fast_mask_decoder` after changing them."""
+        dev = self.device
+        cached = self.__dict__.get("_bf16_decoder")
+        if cached is None or cached[0] != dev:
+            dec = copy.deepcopy(self.sam_mask_decoder).to(torch.bfloat16)
+            # set through __dict__: as an attribute, nn.Module would register it as a submodule
+            self.__dict__["_bf16_decoder"] = cached = (dev, dec)
+        return cached[1]
+
+    def drop_fast_mask_decoder(self) -> None:
+        """Forget the copy of :meth:`bf16_mask_decoder` (the next call makes a new one)."""
+        self.__dict__.pop("_bf16_decoder", None)
 
     # --- image path ---------------------------------------------------------------------------
 

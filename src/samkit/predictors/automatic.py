@@ -21,7 +21,6 @@ are still full resolution, but they and the set that survives the filters can di
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,7 +170,7 @@ class AutomaticMaskGenerator(ModelBacked):
         # the fast mode decodes the grid with a bfloat16 copy of the mask decoder where bf16 is fast
         self._decoder = None
         if fast and has_fast_bf16(model.device):
-            self._decoder = copy.deepcopy(model.sam_mask_decoder).to(torch.bfloat16)
+            self._decoder = model.bf16_mask_decoder()
         self.timings: dict[str, float] = {}
 
     @staticmethod
