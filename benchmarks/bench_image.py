@@ -19,33 +19,20 @@ import torch
 from _common import DATA, median_time, same_allocator
 
 
-def fast_agreement(exact, fast, size, clicks: int = 9, seed: int = 0) -> dict:
-    """Mask IoU of the fast path's best mask (by the exact path's scores) against the exact path's,
-    for ``clicks`` random clicks on each photo of ../shared/data/images (resized to ``size``), and the
-    largest score difference."""
+def fast_agreement(exact, fast, size) -> dict:
+    """samkit.bench.click_agreement (the fast path's best-mask IoU against the exact path over 9 random
+    clicks) on each photo of ../shared/data/images, resized to ``size`` when given."""
     from PIL import Image
 
+    from samkit.bench import click_agreement
     from samkit.transforms import load_image
 
-    rng = np.random.default_rng(seed)
     out = {}
     for path in sorted((DATA / "images").glob("*.jpg")):
         image = load_image(path)
         if size:
             image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
-        h, w = image.shape[:2]
-        exact.set_image(image)
-        fast.set_image(image)
-        ious, diffs = [], []
-        for _ in range(clicks):
-            kw = dict(point_coords=[[rng.uniform(0, w), rng.uniform(0, h)]], point_labels=[1])
-            a, sa, _ = exact.predict(**kw)
-            b, sb, _ = fast.predict(**kw)
-            i = int(np.argmax(sa))
-            union = np.logical_or(a[i] > 0, b[i] > 0).sum()
-            ious.append(np.logical_and(a[i] > 0, b[i] > 0).sum() / union if union else 1.0)
-            diffs.append(float(np.abs(sa - sb).max()))
-        out[path.stem] = {"min_iou": float(min(ious)), "mean_iou": float(np.mean(ious)), "max_score_diff": max(diffs)}
+        out[path.stem] = click_agreement(exact, fast, image)
     return out
 
 

@@ -4,7 +4,9 @@
 Measures image encoding (batch 1, and batched throughput), click latency (``predict`` to a
 full-resolution numpy mask, one point and eight points), automatic masks for one image, and video
 tracking seconds per frame for 1 and 4 objects, for the exact path and (encode and clicks) the fast
-path (bfloat16 image encoder). Each figure is the median of ``runs`` after a warm-up.
+path (bfloat16 image encoder, and a bfloat16 mask decoder where bf16 is fast), with the fast path's
+mask agreement with the exact path on the same image. Each figure is the median of ``runs`` after a
+warm-up.
 """
 
 from __future__ import annotations
@@ -78,6 +80,27 @@ def _test_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return img.astype(np.uint8)
 
 
+def click_agreement(exact, fast, image: np.ndarray, clicks: int = 9, seed: int = 0) -> dict[str, float]:
+    """How far the fast path's clicks are from the exact path's on one image: for ``clicks`` random
+    single clicks, the IoU of the fast predictor's mask against the exact one's (the mask the exact
+    path scores best), and the largest difference of the three scores. ``exact``, ``fast``:
+    ImagePredictors; both are given ``image``."""
+    h, w = image.shape[:2]
+    rng = np.random.default_rng(seed)
+    exact.set_image(image)
+    fast.set_image(image)
+    ious, diffs = [], []
+    for _ in range(clicks):
+        kw = dict(point_coords=[[rng.uniform(0, w), rng.uniform(0, h)]], point_labels=[1])
+        a, sa, _ = exact.predict(**kw)
+        b, sb, _ = fast.predict(**kw)
+        i = int(np.argmax(sa))
+        union = np.logical_or(a[i] > 0, b[i] > 0).sum()
+        ious.append(float(np.logical_and(a[i] > 0, b[i] > 0).sum() / union) if union else 1.0)
+        diffs.append(float(np.abs(sa - sb).max()))
+    return {"min_iou": min(ious), "mean_iou": float(np.mean(ious)), "max_score_diff": max(diffs)}
+
+
 def bench_samkit(
     model: SAM2Model,
     image: np.ndarray,
@@ -146,6 +169,10 @@ def run(
         fast = copy.deepcopy(model)
         fast.image_encoder.to(torch.bfloat16)
         res.rows["samkit-fast"] = bench_samkit(fast, image, runs, auto=False, video_objects=())
+        from .predictors import ImagePredictor
+
+        with torch.inference_mode():
+            res.info["fast_vs_exact"] = click_agreement(ImagePredictor(model), ImagePredictor(fast), image)
         del fast
     if reference:
         ref = _reference_rows(model, image, runs, auto)

@@ -632,6 +632,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         f"image {res.info['image'][1]}x{res.info['image'][0]}"
     )
     print(res.table())
+    if "fast_vs_exact" in res.info:
+        a = res.info["fast_vs_exact"]
+        print(
+            f"fast vs exact, best mask of 9 random clicks: IoU min {a['min_iou']:.4f} mean {a['mean_iou']:.4f}, "
+            f"scores within {a['max_score_diff']:.4f}"
+        )
     if "reference" in res.info:
         print(res.info["reference"])
     print("JSON " + json.dumps({"info": res.info, "rows": res.rows}))
