@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from _common import DATA, ROOT, emit_json, median_time, same_allocator
 
+from samkit.bench import mask_iou
+
 
 def bench_checkpoint(variant: str):
     import oracle
@@ -32,12 +34,6 @@ def bench_checkpoint(variant: str):
         sd["sam_mask_decoder.iou_prediction_head.layers.2.bias"] += 1.5
         torch.save({"model": sd}, path)
     return path
-
-
-def mask_iou(m: np.ndarray, y: np.ndarray) -> float:
-    """IoU of two boolean masks; 1.0 when both are empty."""
-    union = np.logical_or(m, y).sum()
-    return float(np.logical_and(m, y).sum() / union) if union else 1.0
 
 
 def match_iou(a: list[dict], b: list[dict]) -> float:

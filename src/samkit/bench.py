@@ -80,6 +80,12 @@ def _test_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return img.astype(np.uint8)
 
 
+def mask_iou(m: np.ndarray, y: np.ndarray) -> float:
+    """IoU of two boolean masks; 1.0 when both are empty."""
+    union = np.logical_or(m, y).sum()
+    return float(np.logical_and(m, y).sum() / union) if union else 1.0
+
+
 def click_agreement(exact, fast, image: np.ndarray, clicks: int = 9, seed: int = 0) -> dict[str, float]:
     """How far the fast path's clicks are from the exact path's on one image: for ``clicks`` random
     single clicks, the IoU of the fast predictor's mask against the exact one's (the mask the exact
@@ -95,8 +101,7 @@ def click_agreement(exact, fast, image: np.ndarray, clicks: int = 9, seed: int =
         a, sa, _ = exact.predict(**kw)
         b, sb, _ = fast.predict(**kw)
         i = int(np.argmax(sa))
-        union = np.logical_or(a[i] > 0, b[i] > 0).sum()
-        ious.append(float(np.logical_and(a[i] > 0, b[i] > 0).sum() / union) if union else 1.0)
+        ious.append(mask_iou(a[i] > 0, b[i] > 0))
         diffs.append(float(np.abs(sa - sb).max()))
     return {"min_iou": min(ious), "mean_iou": float(np.mean(ious)), "max_score_diff": max(diffs)}
 
