@@ -206,8 +206,10 @@ def load_model(
             Hugging Face hub into its standard cache once, then reused.
         device: ``"cpu"``, ``"cuda"``, ``"mps"``...; ``None`` picks CUDA when present, else the CPU.
         precision: ``"fp32"`` (exact: the reference's numbers) or ``"bf16"`` (the fast path: the image
-            encoder runs in bfloat16, where it is ~1.6x faster on a CPU with AVX512-BF16; the prompt
-            encoder, mask decoder and memory parts stay float32). Predictors follow the model.
+            encoder runs in bfloat16; where bf16 matmuls are fast (CUDA, CPUs with AVX512-BF16 or AMX)
+            clicks and automatic masks also decode with a bfloat16 copy of the mask decoder and video
+            tracking runs its memory attention under bfloat16 autocast; the weights, prompt encoder
+            and memory encoder stay float32). Predictors follow the model.
 
     Returns:
         The model in eval mode on ``device``.

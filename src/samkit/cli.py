@@ -75,7 +75,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fast",
         action="store_true",
-        help="fast path: bfloat16 image encoder (and, for auto, a bfloat16 mask decoder and low-res filters); masks differ slightly",
+        help="fast path: bfloat16 image encoder, and where bf16 is fast a bfloat16 mask decoder (clicks, auto) "
+        "and memory attention (video); auto also scores its filters at low resolution. Masks differ slightly",
     )
 
 

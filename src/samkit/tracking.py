@@ -272,8 +272,10 @@ def condition_on_memory(
     mem, mem_pos, n_ptr = memory
     curr = top.flatten(2).transpose(1, 2)
     curr_pos = feats.top_pos.flatten(2).transpose(1, 2)
-    out = model.memory_attention(curr, curr_pos, mem, mem_pos, num_obj_ptr_tokens=n_ptr)
-    return out.transpose(1, 2).reshape(b, c, h, w)
+    # the fast path's attention over thousands of memory tokens is most of a tracked frame: bf16 there
+    with model.fast_autocast():
+        out = model.memory_attention(curr, curr_pos, mem, mem_pos, num_obj_ptr_tokens=n_ptr)
+    return out.float().transpose(1, 2).reshape(b, c, h, w)
 
 
 # --- 4. heads -------------------------------------------------------------------------------

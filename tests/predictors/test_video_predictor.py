@@ -225,3 +225,28 @@ def test_object_without_prompts_is_reported(tiny_model):
     pred.clear_all_prompts_in_frame(state, 0, 2)
     with pytest.raises(RuntimeError, match="object id 2"):
         list(pred.propagate_in_video(state))
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_fast_model_tracks_with_bf16_memory_attention(tiny_checkpoint, tiny_model, monkeypatch, fast_bf16):
+    """A precision='bf16' model tracks with its memory attention under bf16 autocast where bf16 is
+    fast (and in float32 elsewhere); its masks stay close to the exact path's, and a float32 model is
+    never autocast."""
+    import samkit.runtime
+
+    monkeypatch.setattr(samkit.runtime, "has_fast_bf16", lambda device: fast_bf16)
+    fast = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu", precision="bf16")
+    seen = []
+    attn = fast.memory_attention.layers[0].cross_attn_image
+    attn.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    _, got = run(make(fast), frames=FRAMES[:10])
+    assert seen and set(seen) == {torch.bfloat16 if fast_bf16 else torch.float32}
+    assert all(m.dtype == torch.float32 and torch.isfinite(m).all() for m in got.values())
+
+    _, want = run(make(tiny_model), frames=FRAMES[:10])
+    inter = sum(int(((got[f] > 0) & (want[f] > 0)).sum()) for f in want)
+    union = sum(int(((got[f] > 0) | (want[f] > 0)).sum()) for f in want)
+    assert union > 0 and inter / union > 0.9  # the fast path's disagreement is bounded
+    assert not torch.is_autocast_enabled("cpu")
+    with tiny_model.fast_autocast():  # the exact model: no autocast, whatever the CPU
+        assert not torch.is_autocast_enabled("cpu")

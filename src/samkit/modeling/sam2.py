@@ -7,6 +7,7 @@ heads; video tracking composes the memory parts as small functions in ``samkit.t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -129,6 +130,20 @@ class SAM2Model(nn.Module):
     def drop_fast_mask_decoder(self) -> None:
         """Forget the copy of :meth:`bf16_mask_decoder` (the next call makes a new one)."""
         self.__dict__.pop("_bf16_decoder", None)
+
+    def fast_autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the fast path's tracking steps (memory attention): bfloat16 autocast on
+        this model's device for a ``precision="bf16"`` model where bf16 matmuls are fast
+        (:func:`samkit.runtime.has_fast_bf16`); elsewhere, and always for float32 models, a no-op, so
+        the exact path keeps the reference's numbers. Autocast runs the matmuls and attention in bf16
+        (4-6x faster with AMX) and keeps layer norms and residual sums in float32; callers cast the
+        result back with ``.float()``."""
+        from ..runtime import has_fast_bf16
+
+        dev = self.device
+        if self.precision != "bf16" or not has_fast_bf16(dev):
+            return contextlib.nullcontext()
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
 
     # --- image path ---------------------------------------------------------------------------
 
