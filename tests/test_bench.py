@@ -19,3 +19,43 @@ def test_click_agreement_is_one_for_the_same_path_and_less_for_another(tiny_mode
     diff = click_agreement(samkit.ImagePredictor(tiny_model), samkit.ImagePredictor(other), image, clicks=4)
     assert diff["min_iou"] < 1.0 and diff["max_score_diff"] >= 0.0
     assert 0.0 <= diff["min_iou"] <= diff["mean_iou"] <= 1.0
+
+
+def _ratios(res, label: str) -> list[str]:
+    """The ratio cells of the table line starting with ``label``."""
+    line = next(x for x in res.table().splitlines() if x.startswith(label + " "))
+    return line[len(label) :].split()
+
+
+def test_table_compares_video_with_the_fast_path_when_the_reference_tracks_under_autocast():
+    from samkit.bench import BenchResult
+
+    rows = {
+        "samkit": {"click_ms": 20.0, "video1_s": 4.0},
+        "samkit-fast": {"click_ms": 10.0, "video1_s": 1.0},
+        "reference": {"click_ms": 40.0, "video1_s": 2.0},
+    }
+    plain = BenchResult(rows=rows)
+    assert _ratios(plain, "speed-up") == ["2.00x", "0.50x"]
+    assert _ratios(plain, "fast speed-up") == ["4.00x", "2.00x"]
+    autocast = BenchResult(rows=rows, info={"reference_video_autocast": True})
+    assert _ratios(autocast, "speed-up") == ["2.00x", "-"]  # fp32 tracking vs a bf16 reference: not shown
+    assert _ratios(autocast, "fast speed-up") == ["4.00x", "2.00x"]
+
+
+def test_reference_video_runs_under_autocast_on_the_same_frames():
+    """The reference's video predictor (memory stored in bf16) runs on the CPU under the bench's
+    autocast, on the JPEG-written frames, and gives a time per tracked frame for each object count."""
+    import oracle
+    from samkit import bench
+
+    oracle.setup()
+    from sam2.build_sam import build_sam2_video_predictor
+
+    model = samkit.load_model("sam2.1-hiera-tiny", checkpoint=oracle.checkpoint("sam2.1-hiera-tiny"), device="cpu")
+    pred = build_sam2_video_predictor(
+        bench._reference_config(model), None, device="cpu", hydra_overrides_extra=["++model.image_size=256"]
+    )
+    pred.load_state_dict(model.state_dict(), strict=True)
+    out = bench._reference_video(pred, bench._video_frames(120, 160, 2), (1, 2))
+    assert set(out) == {"video1_s", "video2_s"} and all(0 < v < 60 for v in out.values())

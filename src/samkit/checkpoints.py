@@ -18,6 +18,7 @@ from .modeling import SAM2Model
 __all__ = [
     "CheckpointError",
     "DownloadError",
+    "apply_precision",
     "build_model",
     "cached_checkpoint",
     "download_checkpoint",
@@ -230,7 +231,17 @@ def load_model(
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point() and t.dtype != torch.float32:
             t.data = t.data.float()
-    model = model.to(dev).eval()
-    if precision == "bf16":
+    return apply_precision(model.to(dev).eval(), precision)
+
+
+def apply_precision(model: SAM2Model, precision: str) -> SAM2Model:
+    """Put a float32 model on the exact (``"fp32"``: unchanged) or the fast path (``"bf16"``: its image
+    encoder cast to bfloat16 in place; see :func:`load_model`). Returns the model. A bf16 model cannot
+    go back to fp32 (its encoder weights were rounded): load it again instead."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision != model.precision:
+        if precision == "fp32":
+            raise ValueError("a bf16 model cannot be made fp32 again (its encoder was rounded); load it anew")
         model.image_encoder.to(torch.bfloat16)
     return model

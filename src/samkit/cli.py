@@ -639,8 +639,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"fast vs exact, best mask of 9 random clicks: IoU min {a['min_iou']:.4f} mean {a['mean_iou']:.4f}, "
             f"scores within {a['max_score_diff']:.4f}"
         )
-    if "reference" in res.info:
-        print(res.info["reference"])
+    for key in ("reference", "reference_video"):
+        if key in res.info:
+            print(res.info[key])
     print("JSON " + json.dumps({"info": res.info, "rows": res.rows}))
     return 0
 
