@@ -177,6 +177,11 @@ def test_upsampled_bands_equal_interpolate(size):
     assert covered == size[0]
     scale = float(ref.abs().max())
     assert float((got - ref).abs().max()) <= 1e-6 * scale
+    # written in place into a caller's tensor: the same values, each band a view of it
+    into = torch.full_like(ref, float("nan"))
+    for r0, r1, band in T.upsampled_bands(low, size, out=into):
+        assert band.data_ptr() == into[:, r0:r1].data_ptr()
+    assert torch.equal(into, got)
 
 
 @pytest.mark.parametrize("size", SIZES)
