@@ -252,11 +252,13 @@ def test_fast_mode_agrees_with_exact(tiny_model, image):
 def test_fast_mode_decoder(tiny_model, image, monkeypatch, bf16):
     """Where bf16 is fast, the fast mode decodes with a bfloat16 copy of the decoder (the model's own
     stays float32); elsewhere with the model's. Either way every candidate is close to the exact one."""
-    monkeypatch.setattr(automatic, "has_fast_bf16", lambda device: bf16)
+    import samkit.runtime
+
+    monkeypatch.setattr(samkit.runtime, "has_fast_bf16", lambda device: bf16)
+    tiny_model.drop_fast_mask_decoder()
     gen = samkit.AutomaticMaskGenerator(tiny_model, fast=True, **OPEN)
-    assert (gen._decoder is not None) == bf16
-    if bf16:
-        assert gen._decoder.iou_token.weight.dtype == torch.bfloat16
+    assert (gen._decoder is not tiny_model.sam_mask_decoder) == bf16
+    assert gen._decoder.iou_token.weight.dtype == (torch.bfloat16 if bf16 else torch.float32)
     assert tiny_model.sam_mask_decoder.iou_token.weight.dtype == torch.float32
     fast = gen.generate(image)
     exact = samkit.AutomaticMaskGenerator(tiny_model, **OPEN).generate(image)

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from .. import amg, rle
 from .. import transforms as T
 from ..modeling import SAM2Model
-from ..runtime import has_fast_bf16
 from ._base import ModelBacked
 from .image import ImagePredictor
 
@@ -168,9 +167,7 @@ class AutomaticMaskGenerator(ModelBacked):
         self.multimask_output = multimask_output
         self.fast = fast
         # the fast mode decodes the grid with a bfloat16 copy of the mask decoder where bf16 is fast
-        self._decoder = None
-        if fast and has_fast_bf16(model.device):
-            self._decoder = model.bf16_mask_decoder()
+        self._decoder = model.fast_mask_decoder() if fast else None
         self.timings: dict[str, float] = {}
 
     @staticmethod
