@@ -59,3 +59,18 @@ def test_reference_video_runs_under_autocast_on_the_same_frames():
     pred.load_state_dict(model.state_dict(), strict=True)
     out = bench._reference_video(pred, bench._video_frames(120, 160, 2), (1, 2))
     assert set(out) == {"video1_s", "video2_s"} and all(0 < v < 60 for v in out.values())
+
+
+def test_contenders_take_turns_run_by_run():
+    from samkit.bench import interleaved_medians
+
+    log = []
+    figures = {
+        "a": {"x": lambda: log.append("a.x")},
+        "b": {"x": lambda: log.append("b.x"), "y": lambda: log.append("b.y")},
+    }
+    out = interleaved_medians(figures, runs=2)
+    # one warm-up each, then alternating timed runs; a figure only one contender has runs alone
+    assert log == ["a.x", "b.x"] + ["a.x", "b.x"] * 2 + ["b.y"] * 3
+    assert set(out["a"]) == {"x"} and set(out["b"]) == {"x", "y"}
+    assert all(v >= 0 for row in out.values() for v in row.values())

@@ -5,8 +5,9 @@ Measures image encoding (batch 1, and batched throughput), click latency (``pred
 full-resolution numpy mask, one point and eight points), automatic masks for one image, and video
 tracking seconds per frame for 1 and 4 objects, for the exact path and the fast path (bfloat16 image
 encoder; where bf16 is fast, a bfloat16 mask decoder and memory attention under bf16 autocast), with
-the fast path's mask agreement with the exact path on the same image. Each figure is the median of
-``runs`` after a warm-up (video: the mean over the tracked frames).
+the fast path's mask agreement with the exact path on the same image. Encode and click figures are
+the median of ``runs`` after a warm-up, the contenders taking turns run by run; automatic masks are
+one run, video the mean over the tracked frames.
 
 The reference's video predictor stores its memory in bfloat16 and runs only under autocast (as its own
 demo does on a GPU): its video figures are taken under bf16 autocast, on the CPU too, and compare with
@@ -27,6 +28,7 @@ from .modeling import SAM2Model
 
 VIDEO_FRAMES = 4  # tracked frames after the prompted one
 VIDEO_OBJECTS = (1, 4)
+BATCH = 4  # images per set_image_batch call for the batched-throughput figure
 
 
 def median_seconds(fn: Callable[[], object], runs: int) -> float:
@@ -119,32 +121,66 @@ def click_agreement(exact, fast, image: np.ndarray, clicks: int = 9, seed: int =
     return {"min_iou": min(ious), "mean_iou": float(np.mean(ious)), "max_score_diff": max(diffs)}
 
 
-def bench_samkit(
+def image_figures(predictor, image: np.ndarray) -> dict[str, Callable[[], object]]:
+    """The short image figures of one contender, as calls to time: an ImagePredictor or the reference's
+    SAM2ImagePredictor (same methods and arguments). Ordered so that the clicks find the image set."""
+    h, w = image.shape[:2]
+    click = dict(point_coords=np.array([[w * 0.45, h * 0.5]]), point_labels=np.array([1]))
+    eight = dict(
+        point_coords=np.array([[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)]),
+        point_labels=np.array([1, 0] * 4),
+        multimask_output=False,
+    )
+    return {
+        "encode_batch_img_s": lambda: predictor.set_image_batch([image] * BATCH),
+        "encode_s": lambda: predictor.set_image(image),
+        "click_ms": lambda: predictor.predict(**click),
+        "click8_ms": lambda: predictor.predict(**eight),
+    }
+
+
+def interleaved_medians(figures: dict[str, dict[str, Callable[[], object]]], runs: int) -> dict[str, dict]:
+    """Median seconds of ``figures[contender][figure]()``, figure by figure, the contenders taking
+    turns run by run (after one warm-up call each): this VM's speed drifts by 15-30% within minutes,
+    and measuring one contender after the other would hand the drift to whoever came last."""
+    out: dict[str, dict] = {name: {} for name in figures}
+    keys = list(dict.fromkeys(k for calls in figures.values() for k in calls))
+    with torch.inference_mode():
+        for key in keys:
+            names = [n for n in figures if key in figures[n]]
+            for n in names:
+                figures[n][key]()
+            times: dict[str, list[float]] = {n: [] for n in names}
+            for _ in range(max(1, runs)):
+                for n in names:
+                    t = time.perf_counter()
+                    figures[n][key]()
+                    times[n].append(time.perf_counter() - t)
+            for n in names:
+                out[n][key] = statistics.median(times[n])
+    return out
+
+
+def _as_figures(seconds: dict[str, float]) -> dict[str, float]:
+    """Median seconds -> the reported units (ms for clicks, images/s for batched encoding)."""
+    out = {}
+    for k, v in seconds.items():
+        out[k] = BATCH / v if k == "encode_batch_img_s" else 1e3 * v if k.endswith("_ms") else v
+    return out
+
+
+def samkit_long_figures(
     model: SAM2Model,
     image: np.ndarray,
-    runs: int = 3,
-    batch: int = 4,
     auto: bool = True,
     video_frames: int = VIDEO_FRAMES,
     video_objects: tuple[int, ...] = VIDEO_OBJECTS,
 ) -> dict[str, float]:
-    from .predictors import AutomaticMaskGenerator, ImagePredictor, VideoPredictor
+    """Automatic masks for the image (16 x 16 points, one run) and video seconds per tracked frame."""
+    from .predictors import AutomaticMaskGenerator, VideoPredictor
 
     h, w = image.shape[:2]
-    p = ImagePredictor(model)
     out: dict[str, float] = {}
-    with torch.inference_mode():
-        out["encode_s"] = median_seconds(lambda: p.set_image(image), runs)
-        out["encode_batch_img_s"] = batch / median_seconds(lambda: p.set_image_batch([image] * batch), runs)
-        p.set_image(image)
-        click = dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1])
-        eight = dict(
-            point_coords=[[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)],
-            point_labels=[1, 0] * 4,
-            multimask_output=False,
-        )
-        out["click_ms"] = 1e3 * median_seconds(lambda: p.predict(**click), runs)
-        out["click8_ms"] = 1e3 * median_seconds(lambda: p.predict(**eight), runs)
     if auto:
         gen = AutomaticMaskGenerator(model, points_per_side=16, fast=model.precision == "bf16")
         out["auto_s"] = median_seconds(lambda: gen.generate(image), 1)
@@ -204,7 +240,15 @@ def run(
     reference: bool = True,
     auto: bool = True,
 ) -> BenchResult:
-    """Benchmark samkit (and the reference, if importable and the model is an official variant)."""
+    """Benchmark samkit's exact path, its fast path (for a float32 model) and the reference (if
+    importable and the model is an official variant), on the same weights and inputs. The short
+    figures (encode, clicks) are taken with the contenders interleaved run by run; the long ones
+    (automatic masks, video) one contender after the other, once each."""
+    import copy
+
+    from .checkpoints import apply_precision
+    from .predictors import ImagePredictor
+
     image = image if image is not None else _test_image(1200, 1800)
     res = BenchResult(
         info={
@@ -215,71 +259,58 @@ def run(
             "image": list(image.shape[:2]),
         }
     )
-    res.rows["samkit"] = bench_samkit(model, image, runs, auto=auto)
+    models = {"samkit": model}
     if model.precision == "fp32":
-        import copy
+        models["samkit-fast"] = apply_precision(copy.deepcopy(model), "bf16")
+    predictors = {name: ImagePredictor(m) for name, m in models.items()}
+    ref_model = _reference_model(model) if reference else None
+    if ref_model is not None:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        from .checkpoints import apply_precision
-        from .predictors import ImagePredictor
-
-        fast = apply_precision(copy.deepcopy(model), "bf16")
-        res.rows["samkit-fast"] = bench_samkit(fast, image, runs, auto=auto)
-
+        predictors["reference"] = SAM2ImagePredictor(ref_model)
+    elif reference:
+        res.info["reference"] = (
+            "not measured: sam2 (with torchvision) is not importable or the model has no official config"
+        )
+    medians = interleaved_medians({n: image_figures(p, image) for n, p in predictors.items()}, runs)
+    res.rows = {name: _as_figures(m) for name, m in medians.items()}
+    if "samkit-fast" in predictors:
         with torch.inference_mode():
-            res.info["fast_vs_exact"] = click_agreement(ImagePredictor(model), ImagePredictor(fast), image)
-        del fast
-    if reference:
-        ref = _reference_rows(model, image, runs, auto)
-        if ref is not None:
-            res.rows["reference"] = ref
-            try:
-                ref.update(_reference_video_rows(model, image))
-                res.info["reference_video_autocast"] = True
-                res.info["reference_video"] = (
-                    "reference video under bf16 autocast (its video predictor needs it): compare samkit-fast"
-                )
-            except Exception as e:  # its video path needs more than its image path; keep the rest
-                res.info["reference_video"] = f"reference video not measured: {type(e).__name__}: {e}"
-        else:
-            res.info["reference"] = (
-                "not measured: sam2 (with torchvision) is not importable or the model has no official config"
+            res.info["fast_vs_exact"] = click_agreement(predictors["samkit"], predictors["samkit-fast"], image)
+    del predictors
+
+    for name, m in models.items():
+        res.rows[name].update(samkit_long_figures(m, image, auto=auto))
+    if ref_model is not None:
+        if auto:
+            from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+            gen = SAM2AutomaticMaskGenerator(ref_model, points_per_side=16)
+            res.rows["reference"]["auto_s"] = median_seconds(lambda: gen.generate(image), 1)
+        try:
+            res.rows["reference"].update(_reference_video_rows(model, image))
+            res.info["reference_video_autocast"] = True
+            res.info["reference_video"] = (
+                "reference video under bf16 autocast (its video predictor needs it): compare samkit-fast"
             )
+        except Exception as e:  # its video path needs more than its image path; keep the rest
+            res.info["reference_video"] = f"reference video not measured: {type(e).__name__}: {e}"
     return res
 
 
-def _reference_rows(model: SAM2Model, image, runs: int, auto: bool) -> dict | None:
+def _reference_model(model: SAM2Model):
+    """The reference's SAM2Base with this model's weights, or None where the reference is not
+    importable (it needs torchvision) or the variant is not an official one."""
     try:
-        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
         from sam2.build_sam import build_sam2
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
+        from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: F401  (imports torchvision)
     except Exception:
         return None
     if not model.cfg.hf_repo:
         return None
     ref_model = build_sam2(_reference_config(model), None, device=str(model.device))
     ref_model.load_state_dict(model.state_dict(), strict=True)  # the very same weights
-    h, w = image.shape[:2]
-    p = SAM2ImagePredictor(ref_model)
-    out: dict[str, float] = {}
-    with torch.inference_mode():
-        out["encode_s"] = median_seconds(lambda: p.set_image(image), runs)
-        out["encode_batch_img_s"] = 4 / median_seconds(lambda: p.set_image_batch([image] * 4), runs)
-        p.set_image(image)
-        out["click_ms"] = 1e3 * median_seconds(
-            lambda: p.predict(point_coords=np.array([[w * 0.45, h * 0.5]]), point_labels=np.array([1])), runs
-        )
-        out["click8_ms"] = 1e3 * median_seconds(
-            lambda: p.predict(
-                point_coords=np.array([[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)]),
-                point_labels=np.array([1, 0] * 4),
-                multimask_output=False,
-            ),
-            runs,
-        )
-    if auto:
-        gen = SAM2AutomaticMaskGenerator(ref_model, points_per_side=16)
-        out["auto_s"] = median_seconds(lambda: gen.generate(image), 1)
-    return out
+    return ref_model
 
 
 def _reference_config(model: SAM2Model) -> str:
