@@ -10,7 +10,12 @@ import torch
 from samkit.checkpoints import build_model
 from samkit.configs import VARIANTS
 from samkit.modeling.hiera import window_partition, window_unpartition
-from samkit.modeling.position_encoding import PositionEmbeddingSine, apply_rope, axial_rope_angles
+from samkit.modeling.position_encoding import (
+    PositionEmbeddingSine,
+    apply_rope,
+    axial_rope_angles,
+    rope_rotations,
+)
 
 
 def test_image_encoder_shapes(tiny_model):
@@ -53,12 +58,17 @@ def test_sine_encoding_properties():
 def test_rope_rotation_preserves_norm_and_matches_complex():
     x = torch.randn(2, 3, 16, 8)
     angles = axial_rope_angles(8, 4, 4)
-    out = apply_rope(x, angles.cos(), angles.sin())
+    out = apply_rope(x, rope_rotations(angles))
     torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1))
-    ref = torch.view_as_real(
-        torch.view_as_complex(x.reshape(2, 3, 16, 4, 2)) * torch.polar(torch.ones_like(angles), angles)
-    ).flatten(3)
-    torch.testing.assert_close(out, ref)
+    # each pair (a, b) turned by its angle: (a cos - b sin, a sin + b cos)
+    a, b = x[..., 0::2], x[..., 1::2]
+    c, s = angles.cos(), angles.sin()
+    torch.testing.assert_close(out[..., 0::2], a * c - b * s)
+    torch.testing.assert_close(out[..., 1::2], a * s + b * c)
+    # in place into a bf16 tensor: rotated in float32, stored rounded
+    into = x.to(torch.bfloat16)
+    apply_rope(into, rope_rotations(angles), out=into)
+    torch.testing.assert_close(into.float(), out, atol=0.02, rtol=0.01)
 
 
 def test_all_variants_build_on_meta():

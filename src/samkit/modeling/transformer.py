@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import MLP
-from .position_encoding import apply_rope, axial_rope_angles
+from .position_encoding import apply_rope, axial_rope_angles, rope_rotations
 
 
 class Attention(nn.Module):
@@ -144,16 +144,18 @@ class RoPEAttention(Attention):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
-        self._rope_cache: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
-    def _cos_sin(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (n, device)
+    def _rotations(self, n: int, device: torch.device, repeats: int = 1) -> torch.Tensor:
+        """Complex RoPE rotations of a square grid of n tokens, repeated ``repeats`` times (memory
+        holds several frames of the grid): (n * repeats, d / 2), cached per shape and device."""
+        key = (n, repeats, device)
         if key not in self._rope_cache:
             side = int(round(n**0.5))
             if side * side != n:
                 raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
             angles = axial_rope_angles(self.internal_dim // self.num_heads, side, side, self.rope_theta)
-            self._rope_cache[key] = (angles.cos().to(device), angles.sin().to(device))
+            self._rope_cache[key] = rope_rotations(angles).repeat(repeats, 1).to(device)
         return self._rope_cache[key]
 
     def forward(
@@ -161,15 +163,19 @@ class RoPEAttention(Attention):
     ) -> torch.Tensor:
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         nq = q.shape[-2]
-        cos, sin = self._cos_sin(nq, q.device)
-        q = apply_rope(q, cos, sin)
+        q = apply_rope(q, self._rotations(nq, q.device))
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope > 0:
             if n_rope != nq and not self.rope_k_repeat:
                 raise ValueError("keys and queries differ in length but rope_k_repeat is off")
-            reps = n_rope // nq
-            k_rot = apply_rope(k[:, :, :n_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
-            k = torch.cat([k_rot, k[:, :, n_rope:]], dim=2) if num_k_exclude_rope > 0 else k_rot
+            rot = self._rotations(nq, k.device, n_rope // nq)
+            if num_k_exclude_rope > 0:
+                # rotate the spatial keys in place of a fresh (B, H, M, d) tensor and a concatenation;
+                # the object-pointer keys after them stay as they are
+                k = k.contiguous()
+                apply_rope(k[:, :, :n_rope], rot, out=k[:, :, :n_rope])
+            else:
+                k = apply_rope(k, rot)
         return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
 
 
