@@ -330,7 +330,7 @@ def upsample_threshold(low_res: torch.Tensor, size: tuple[int, int], threshold: 
         up = F.interpolate(low_res.float(), size=(hh, ww), mode="bilinear", align_corners=False)
         return torch.gt(up, threshold, out=out)
     # each band of logits is written where its 0/1 values go and thresholded there while in cache:
-    # no separate band buffer to copy from (~1.5 ms of a 2250x1500 click)
+    # no separate band buffer to copy from (0.3-1.1 ms of a 2250x1500 click, interleaved A/B)
     for _, _, band in upsampled_bands(low_res.reshape(b * m, h, w), (hh, ww), out=out.view(b * m, hh, ww)):
         band.gt_(threshold)
     return out

@@ -120,12 +120,15 @@ def rope_rotations(angles: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, rotations: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Rotate consecutive channel pairs of x (B, heads, N, D) by ``rotations`` (N, D // 2, complex):
-    each pair (a, b) is the complex number a + ib, multiplied by its rotation, in float32 and cast
-    back to x's dtype. One complex product per pair instead of four real products and their sums
-    (~2.5x faster on the ~29k memory keys of a tracked frame). Written into ``out`` when given."""
-    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
-    rotated = torch.view_as_real(xc * rotations).flatten(-2)
+    """Rotate consecutive channel pairs of x (B, heads, N, D) by ``rotations`` (n, D // 2, complex),
+    where N is n or a multiple of it (keys holding several frames of the grid: each frame gets the
+    same rotations, broadcast, never tiled in memory): each pair (a, b) is the complex number a + ib,
+    multiplied by its rotation, in float32 and cast back to x's dtype. One complex product per pair
+    instead of four real products and their sums (~2.5x faster on the ~29k memory keys of a tracked
+    frame). Written into ``out`` when given."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # (B, heads, N, D // 2)
+    frames = xc.unflatten(-2, (-1, rotations.shape[0]))  # (B, heads, N // n, n, D // 2)
+    rotated = torch.view_as_real(frames * rotations).flatten(-2).flatten(-3, -2)
     if out is None:
         return rotated.type_as(x)
     return out.copy_(rotated)

@@ -144,18 +144,17 @@ class RoPEAttention(Attention):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
-        self._rope_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        self._rope_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
 
-    def _rotations(self, n: int, device: torch.device, repeats: int = 1) -> torch.Tensor:
-        """Complex RoPE rotations of a square grid of n tokens, repeated ``repeats`` times (memory
-        holds several frames of the grid): (n * repeats, d / 2), cached per shape and device."""
-        key = (n, repeats, device)
+    def _rotations(self, n: int, device: torch.device) -> torch.Tensor:
+        """Complex RoPE rotations of a square grid of n tokens (n, d / 2), cached per size and device."""
+        key = (n, device)
         if key not in self._rope_cache:
             side = int(round(n**0.5))
             if side * side != n:
                 raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
             angles = axial_rope_angles(self.internal_dim // self.num_heads, side, side, self.rope_theta)
-            self._rope_cache[key] = rope_rotations(angles).repeat(repeats, 1).to(device)
+            self._rope_cache[key] = rope_rotations(angles).to(device)
         return self._rope_cache[key]
 
     def forward(
@@ -168,7 +167,7 @@ class RoPEAttention(Attention):
         if n_rope > 0:
             if n_rope != nq and not self.rope_k_repeat:
                 raise ValueError("keys and queries differ in length but rope_k_repeat is off")
-            rot = self._rotations(nq, k.device, n_rope // nq)
+            rot = self._rotations(nq, k.device)  # broadcast over the memory's frames by apply_rope
             if num_k_exclude_rope > 0:
                 # rotate the spatial keys in place of a fresh (B, H, M, d) tensor and a concatenation;
                 # the object-pointer keys after them stay as they are
