@@ -163,8 +163,7 @@ class MaskDecoder(nn.Module):
         outs = []
         for s in range(0, b, PROMPT_GROUP):
             hs, src = self.run_transformer(prep, sparse_prompt_embeddings[s : s + PROMPT_GROUP], s)
-            iou_pred, mask_tokens_out, obj_logits, hyper_in = self.heads(hs)
-            hyper_in = hyper_in[:, first_mask:]
+            iou_pred, mask_tokens_out, obj_logits, hyper_in = self.heads(hs, first_mask)
             if masks is None:
                 masks = src.new_empty(b, hyper_in.shape[1], 4 * h, 4 * w)
             out = masks[s : s + len(hs)]
@@ -253,14 +252,18 @@ class MaskDecoder(nn.Module):
         hs, keys = self.transformer(src, prep.image_pe, tokens, prep.shared, n_out=output_tokens.shape[1])
         return hs, keys.expand(b, -1, -1)
 
-    def heads(self, hs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def heads(
+        self, hs: torch.Tensor, first_mask: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """From the transformer's tokens (B, T, C): iou_pred (B, 4), mask tokens (B, 4, C), object score
-        logits (B, 1) and the hypernetwork filters (B, 4, C/8) that turn image features into masks."""
+        logits (B, 1) and the hypernetwork filters (B, 4 - first_mask, C/8) of mask tokens
+        ``first_mask``.. that turn image features into masks (the others' masks are not computed)."""
         s = 1 if self.pred_obj_scores else 0
         iou_token_out = hs[:, s, :]
         mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens, :]
+        mlps = self.output_hypernetworks_mlps
         hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+            [mlps[i](mask_tokens_out[:, i, :]) for i in range(first_mask, self.num_mask_tokens)], dim=1
         )
         iou_pred = self.iou_prediction_head(iou_token_out)
         if self.pred_obj_scores:
