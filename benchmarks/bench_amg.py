@@ -61,12 +61,17 @@ def agreement(ref: list[dict], ours: list[dict]) -> dict:
     out["same_points_and_boxes"] = all(
         r["point_coords"] == o["point_coords"] and r["bbox"] == o["bbox"] for r, o in zip(ref, ours)
     )
-    out["max_iou_diff"] = max((abs(r["predicted_iou"] - o["predicted_iou"]) for r, o in zip(ref, ours)), default=0)
+    out["max_iou_diff"] = max(
+        (abs(r["predicted_iou"] - o["predicted_iou"]) for r, o in zip(ref, ours)), default=0
+    )
     out["max_stability_diff"] = max(
         (abs(r["stability_score"] - o["stability_score"]) for r, o in zip(ref, ours)), default=0
     )
     out["max_pixel_diff"] = max(
-        (int((rle.decode(r["segmentation"]) != rle.decode(o["segmentation"])).sum()) for r, o in zip(ref, ours)),
+        (
+            int((rle.decode(r["segmentation"]) != rle.decode(o["segmentation"])).sum())
+            for r, o in zip(ref, ours)
+        ),
         default=0,
     )
     return out
@@ -201,7 +206,9 @@ def main() -> None:
             flush=True,
         )
     if "reference" in rows:
-        rows["samkit"]["agreement_with_reference"] = agree = agreement(outputs["reference"], outputs["samkit"])
+        rows["samkit"]["agreement_with_reference"] = agree = agreement(
+            outputs["reference"], outputs["samkit"]
+        )
         for name in ("samkit", "samkit-fast"):
             rows[name]["speedup"] = rows["reference"]["seconds"] / rows[name]["seconds"]
             rows[name]["speedup_vs_default_malloc_reference"] = (

@@ -66,7 +66,9 @@ def main() -> None:
     rows = {}
     ref = SAM2ImagePredictor(oracle.build_reference(args.variant, ckpt))
     ours = samkit.ImagePredictor(samkit.load_model(args.variant, checkpoint=ckpt, device="cpu"))
-    fast = samkit.ImagePredictor(samkit.load_model(args.variant, checkpoint=ckpt, device="cpu", precision="bf16"))
+    fast = samkit.ImagePredictor(
+        samkit.load_model(args.variant, checkpoint=ckpt, device="cpu", precision="bf16")
+    )
     contenders = (("reference", ref), ("samkit", ours), ("samkit-fast", fast))
     with torch.inference_mode():
         for name, p in contenders:
@@ -97,7 +99,13 @@ def main() -> None:
             f"fast vs exact, best mask of 9 clicks on {name}: IoU min {a['min_iou']:.4f} mean {a['mean_iou']:.4f}, "
             f"score diff <= {a['max_score_diff']:.4f}"
         )
-    payload = {"variant": args.variant, "image": [w, h], "rows": rows, "speedup": speed, "fast_vs_exact": agree}
+    payload = {
+        "variant": args.variant,
+        "image": [w, h],
+        "rows": rows,
+        "speedup": speed,
+        "fast_vs_exact": agree,
+    }
     print(json.dumps(payload))
 
 

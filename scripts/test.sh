@@ -23,6 +23,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 "$PY" -m ruff check src tests benchmarks
+"$PY" -m ruff format --check --quiet src tests benchmarks
 set +e
 "$PY" -m pytest -q -p no:cacheprovider "$@"
 rc=$?

@@ -10,7 +10,9 @@ from samkit.bench import click_agreement
 
 def test_click_agreement_is_one_for_the_same_path_and_less_for_another(tiny_model, tiny_checkpoint):
     image = np.random.default_rng(0).integers(0, 256, (90, 140, 3), dtype=np.uint8)
-    same = click_agreement(samkit.ImagePredictor(tiny_model), samkit.ImagePredictor(tiny_model), image, clicks=4)
+    same = click_agreement(
+        samkit.ImagePredictor(tiny_model), samkit.ImagePredictor(tiny_model), image, clicks=4
+    )
     assert same == {"min_iou": 1.0, "mean_iou": 1.0, "max_score_diff": 0.0}
     # another model (other weights): the masks and scores differ, and the measure says so
     other = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu")
@@ -52,7 +54,9 @@ def test_reference_video_runs_under_autocast_on_the_same_frames():
     oracle.setup()
     from sam2.build_sam import build_sam2_video_predictor
 
-    model = samkit.load_model("sam2.1-hiera-tiny", checkpoint=oracle.checkpoint("sam2.1-hiera-tiny"), device="cpu")
+    model = samkit.load_model(
+        "sam2.1-hiera-tiny", checkpoint=oracle.checkpoint("sam2.1-hiera-tiny"), device="cpu"
+    )
     pred = build_sam2_video_predictor(
         bench._reference_config(model), None, device="cpu", hydra_overrides_extra=["++model.image_size=256"]
     )

@@ -276,7 +276,9 @@ def run(
     res.rows = {name: _as_figures(m) for name, m in medians.items()}
     if "samkit-fast" in predictors:
         with torch.inference_mode():
-            res.info["fast_vs_exact"] = click_agreement(predictors["samkit"], predictors["samkit-fast"], image)
+            res.info["fast_vs_exact"] = click_agreement(
+                predictors["samkit"], predictors["samkit-fast"], image
+            )
     del predictors
 
     for name, m in models.items():

@@ -99,7 +99,9 @@ def test_many_prompts_equal_one_by_one(tiny_model):
         sparse, dense = model.sam_prompt_encoder(points=(pts, labels), boxes=None, masks=None)
         pe = model.sam_prompt_encoder.get_dense_pe()
         for multimask in (True, False):
-            masks, ious, tokens, obj = model.sam_mask_decoder(embed, pe, sparse, dense, multimask, True, feats)
+            masks, ious, tokens, obj = model.sam_mask_decoder(
+                embed, pe, sparse, dense, multimask, True, feats
+            )
             assert masks.shape == (n, 3 if multimask else 1, 4 * emb_hw, 4 * emb_hw)
             assert torch.isfinite(masks).all()
             for i in range(n):
@@ -116,7 +118,9 @@ def test_layer_norm_in_upscaling_matches_layernorm2d(tiny_model):
     x = torch.randn(2, ln.weight.shape[0], 5, 7)
     with torch.inference_mode():
         want = ln(x)
-        got = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), ln.weight, ln.bias, ln.eps).permute(0, 3, 1, 2)
+        got = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), ln.weight, ln.bias, ln.eps).permute(
+            0, 3, 1, 2
+        )
     close(got, want)
 
 
@@ -149,6 +153,8 @@ def test_no_prompts_give_empty_outputs(tiny_model):
     feats = [torch.randn(1, c // 8, 4 * hw, 4 * hw), torch.randn(1, c // 4, 2 * hw, 2 * hw)]
     pe = tiny_model.sam_prompt_encoder.get_dense_pe()
     with torch.inference_mode():
-        masks, ious, tokens, obj = dec(embed, pe, torch.zeros(0, 2, c), torch.zeros(0, c, hw, hw), True, True, feats)
+        masks, ious, tokens, obj = dec(
+            embed, pe, torch.zeros(0, 2, c), torch.zeros(0, c, hw, hw), True, True, feats
+        )
     assert masks.shape == (0, 3, 4 * hw, 4 * hw) and ious.shape == (0, 3)
     assert tokens.shape == (0, 3, c) and obj.shape == (0, 1)

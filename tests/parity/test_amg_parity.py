@@ -56,7 +56,9 @@ def assert_same_annotation(r: dict, o: dict, what: str) -> None:
     for k in ("point_coords", "crop_box", "bbox"):
         assert r[k] == o[k], f"{what}: {k} {r[k]} != {o[k]}"
     assert abs(r["area"] - o["area"]) <= 3, f"{what}: area {r['area']} != {o['area']}"
-    assert abs(r["predicted_iou"] - o["predicted_iou"]) <= 1e-6, f"{what}: {r['predicted_iou']} != {o['predicted_iou']}"
+    assert abs(r["predicted_iou"] - o["predicted_iou"]) <= 1e-6, (
+        f"{what}: {r['predicted_iou']} != {o['predicted_iou']}"
+    )
     rs, os_ = r["stability_score"], o["stability_score"]
     assert (np.isnan(rs) and np.isnan(os_)) or abs(rs - os_) <= 1e-4, f"{what}: stability {rs} != {os_}"
     rm, om = r["segmentation"], o["segmentation"]

@@ -104,7 +104,9 @@ def test_fast_model_decodes_with_the_bf16_copy(tiny_checkpoint, image, monkeypat
     assert torch.equal(got[0], own[0]) != fast_bf16
     # a mask prompt (no cached image side: the image tensors are cast on the call) works too
     masks, scores, low = p.predict(point_coords=[[70, 45]], point_labels=[1], multimask_output=False)
-    masks2, _, _ = p.predict(point_coords=[[70, 45]], point_labels=[1], mask_input=low, multimask_output=False)
+    masks2, _, _ = p.predict(
+        point_coords=[[70, 45]], point_labels=[1], mask_input=low, multimask_output=False
+    )
     assert masks2.shape == masks.shape == (1, 90, 140) and np.isfinite(scores).all()
 
     model.drop_fast_mask_decoder()

@@ -360,7 +360,11 @@ class AutomaticMaskGenerator(ModelBacked):
             score_hw = crop_hw
         # by cells of the low-res grid (see amg.upsampled_stability_and_boxes) when the crop has many
         # more pixels than the logits, else (or for noise-like logits) upsampled a chunk at a time
-        by_cells = not self.fast and low.device.type == "cpu" and ch * cw >= CELL_MIN_SCALE * low.shape[-2] * low.shape[-1]
+        by_cells = (
+            not self.fast
+            and low.device.type == "cpu"
+            and ch * cw >= CELL_MIN_SCALE * low.shape[-2] * low.shape[-1]
+        )
         chunk = CELL_CHUNK if by_cells else self._chunk(*score_hw)
         for s in range(0, len(low), chunk):
             lo = low[s : s + chunk]
