@@ -112,6 +112,34 @@ def test_many_prompts_equal_one_by_one(tiny_model):
                 close(obj[i : i + 1], one[3])
 
 
+def test_bf16_groups_equal_one_by_one(tiny_model):
+    """A bfloat16 decoder takes prompts in larger groups (PROMPT_GROUP_BF16); more prompts than a group
+    give each prompt the masks and scores it gets alone, up to bfloat16 rounding."""
+    dec = tiny_model.bf16_mask_decoder()
+    n = md.PROMPT_GROUP_BF16 + 3
+    size = tiny_model.image_size
+    emb_hw = size // 16
+    c = dec.transformer_dim
+    bf = torch.bfloat16
+    embed = torch.randn(1, c, emb_hw, emb_hw, dtype=bf)
+    feats = [
+        torch.randn(1, c // 8, 4 * emb_hw, 4 * emb_hw, dtype=bf),
+        torch.randn(1, c // 4, 2 * emb_hw, 2 * emb_hw, dtype=bf),
+    ]
+    pts = torch.rand(n, 1, 2) * size
+    labels = torch.ones(n, 1, dtype=torch.int32)
+    with torch.inference_mode():
+        sparse, dense = tiny_model.sam_prompt_encoder(points=(pts, labels), boxes=None, masks=None)
+        sparse, dense = sparse.to(bf), dense.to(bf)
+        pe = tiny_model.sam_prompt_encoder.get_dense_pe().to(bf)
+        masks, ious, _, _ = dec(embed, pe, sparse, dense, True, True, feats)
+        assert masks.dtype == bf and masks.shape[0] == n
+        for i in (0, md.PROMPT_GROUP_BF16 - 1, md.PROMPT_GROUP_BF16, n - 1):
+            one = dec(embed, pe, sparse[i : i + 1], dense[:1], True, False, feats)
+            close(masks[i : i + 1].float(), one[0].float(), rtol=3e-2)
+            close(ious[i : i + 1].float(), one[1].float(), rtol=3e-2)
+
+
 def test_layer_norm_in_upscaling_matches_layernorm2d(tiny_model):
     """The token-order path normalizes with F.layer_norm; the module is LayerNorm2d (eps 1e-6)."""
     ln = tiny_model.sam_mask_decoder.output_upscaling[1]
