@@ -84,20 +84,32 @@ def test_token_order_upscaling_equals_the_convolutions(tiny_model):
     close(got, want)
 
 
-def test_many_prompts_equal_one_by_one(tiny_model):
-    """More prompts than a group (PROMPT_GROUP) on one image: the same masks as one prompt at a time."""
-    model = tiny_model
-    n = 2 * md.PROMPT_GROUP + 3
+def decoder_inputs(model, n: int, dtype: torch.dtype = torch.float32):
+    """Random inputs of the mask decoder for one image and n single-point prompts, in ``dtype``:
+    (image embedding, positional encoding, sparse prompts, dense prompts, high-res features)."""
     size = model.image_size
     emb_hw = size // 16
     c = model.sam_mask_decoder.transformer_dim
-    embed = torch.randn(1, c, emb_hw, emb_hw)
-    feats = [torch.randn(1, c // 8, 4 * emb_hw, 4 * emb_hw), torch.randn(1, c // 4, 2 * emb_hw, 2 * emb_hw)]
+    embed = torch.randn(1, c, emb_hw, emb_hw, dtype=dtype)
+    feats = [
+        torch.randn(1, c // 8, 4 * emb_hw, 4 * emb_hw, dtype=dtype),
+        torch.randn(1, c // 4, 2 * emb_hw, 2 * emb_hw, dtype=dtype),
+    ]
     pts = torch.rand(n, 1, 2) * size
     labels = torch.ones(n, 1, dtype=torch.int32)
     with torch.inference_mode():
         sparse, dense = model.sam_prompt_encoder(points=(pts, labels), boxes=None, masks=None)
         pe = model.sam_prompt_encoder.get_dense_pe()
+    return embed, pe.to(dtype), sparse.to(dtype), dense.to(dtype), feats
+
+
+def test_many_prompts_equal_one_by_one(tiny_model):
+    """More prompts than a group (PROMPT_GROUP) on one image: the same masks as one prompt at a time."""
+    model = tiny_model
+    n = 2 * md.PROMPT_GROUP + 3
+    emb_hw = model.image_size // 16
+    embed, pe, sparse, dense, feats = decoder_inputs(model, n)
+    with torch.inference_mode():
         for multimask in (True, False):
             masks, ious, tokens, obj = model.sam_mask_decoder(
                 embed, pe, sparse, dense, multimask, True, feats
@@ -117,23 +129,10 @@ def test_bf16_groups_equal_one_by_one(tiny_model):
     give each prompt the masks and scores it gets alone, up to bfloat16 rounding."""
     dec = tiny_model.bf16_mask_decoder()
     n = md.PROMPT_GROUP_BF16 + 3
-    size = tiny_model.image_size
-    emb_hw = size // 16
-    c = dec.transformer_dim
-    bf = torch.bfloat16
-    embed = torch.randn(1, c, emb_hw, emb_hw, dtype=bf)
-    feats = [
-        torch.randn(1, c // 8, 4 * emb_hw, 4 * emb_hw, dtype=bf),
-        torch.randn(1, c // 4, 2 * emb_hw, 2 * emb_hw, dtype=bf),
-    ]
-    pts = torch.rand(n, 1, 2) * size
-    labels = torch.ones(n, 1, dtype=torch.int32)
+    embed, pe, sparse, dense, feats = decoder_inputs(tiny_model, n, torch.bfloat16)
     with torch.inference_mode():
-        sparse, dense = tiny_model.sam_prompt_encoder(points=(pts, labels), boxes=None, masks=None)
-        sparse, dense = sparse.to(bf), dense.to(bf)
-        pe = tiny_model.sam_prompt_encoder.get_dense_pe().to(bf)
         masks, ious, _, _ = dec(embed, pe, sparse, dense, True, True, feats)
-        assert masks.dtype == bf and masks.shape[0] == n
+        assert masks.dtype == torch.bfloat16 and masks.shape[0] == n
         for i in (0, md.PROMPT_GROUP_BF16 - 1, md.PROMPT_GROUP_BF16, n - 1):
             one = dec(embed, pe, sparse[i : i + 1], dense[:1], True, False, feats)
             close(masks[i : i + 1].float(), one[0].float(), rtol=3e-2)
