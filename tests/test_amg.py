@@ -258,7 +258,7 @@ def test_fast_mode_decoder(tiny_model, image, monkeypatch, bf16):
     tiny_model.drop_fast_mask_decoder()
     gen = samkit.AutomaticMaskGenerator(tiny_model, fast=True, **OPEN)
     assert (gen._decoder is not tiny_model.sam_mask_decoder) == bf16
-    assert gen._decoder.iou_token.weight.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert gen._decoder.image_dtype == (torch.bfloat16 if bf16 else torch.float32)
     assert tiny_model.sam_mask_decoder.iou_token.weight.dtype == torch.float32
     fast = gen.generate(image)
     exact = samkit.AutomaticMaskGenerator(tiny_model, **OPEN).generate(image)

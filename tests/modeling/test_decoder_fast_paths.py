@@ -58,6 +58,31 @@ def test_many_tokens_fall_back_to_the_plain_product(attn):
     assert torch.equal(attn.attend_to_tokens(k, q, q, residual=res), res + attn(k, q, q))
 
 
+def test_float32_tokens_attend_with_a_bfloat16_image(attn):
+    """The fast decoder's mix: float32 tokens (and weights) against a bfloat16 image. Every attention
+    path gives back the tokens' dtype (tokens -> image) or the residual image's (image -> tokens),
+    close to the all-float32 result."""
+    bf = torch.bfloat16
+    q, k, v = torch.randn(3, 7, 256), torch.randn(3, 100, 256), torch.randn(3, 100, 256)
+    many = torch.randn(3, 20, 256)  # the plain product (forward) with mixed dtypes
+    for toks in (q, many):
+        got = attn.attend_to_image(toks, k.to(bf), v.to(bf))
+        assert got.dtype == torch.float32
+        close(got, attn(toks, k, v), rtol=3e-2)
+    got = attn.attend_to_image(q, None, None, kv_heads=attn.project_kv(k[:1].to(bf), v[:1].to(bf)))
+    assert got.dtype == torch.float32
+    close(got, attn(q, k[:1].expand(3, -1, -1), v[:1].expand(3, -1, -1)), rtol=3e-2)
+
+    res = torch.randn(3, 100, 256)
+    for toks in (q, many):
+        got = attn.attend_to_tokens(k.to(bf), toks, toks, residual=res.to(bf))
+        assert got.dtype == bf
+        close(got.float(), res + attn(k, toks, toks), rtol=3e-2)
+    got = attn.attend_to_tokens(None, q, q, residual=res[:1].to(bf), q_heads=attn.project_q(k[:1].to(bf)))
+    assert got.dtype == bf
+    close(got.float(), res[:1] + attn(k[:1].expand(3, -1, -1), q, q), rtol=3e-2)
+
+
 def test_transformer_shared_image_equals_repeated_image():
     t = TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=512).eval()
     img, pe, pts = torch.randn(1, 256, 8, 8), torch.randn(1, 256, 8, 8), torch.randn(5, 9, 256)
@@ -137,6 +162,24 @@ def test_bf16_groups_equal_one_by_one(tiny_model):
             one = dec(embed, pe, sparse[i : i + 1], dense[:1], True, False, feats)
             close(masks[i : i + 1].float(), one[0].float(), rtol=3e-2)
             close(ious[i : i + 1].float(), one[1].float(), rtol=3e-2)
+
+
+def test_fast_decoder_keeps_its_tokens_in_float32(tiny_model):
+    """The bf16 decoder copy casts only its image-side layers: the tokens, scores and object pointers
+    stay float32, the masks come in bfloat16, and both are close to the float32 decoder's."""
+    dec = tiny_model.bf16_mask_decoder()
+    assert dec.image_dtype == torch.bfloat16 and dec.iou_token.weight.dtype == torch.float32
+    image_side = {id(p) for m in dec.image_side_modules() for p in m.parameters()}
+    for p in dec.parameters():
+        assert p.dtype == (torch.bfloat16 if id(p) in image_side else torch.float32)
+    embed, pe, sparse, dense, feats = decoder_inputs(tiny_model, 3)
+    bf = [x.bfloat16() for x in (embed, pe, dense)]
+    with torch.inference_mode():
+        want = tiny_model.sam_mask_decoder(embed, pe, sparse, dense, True, True, feats)
+        got = dec(bf[0], bf[1], sparse, bf[2], True, True, [f.bfloat16() for f in feats])
+    assert got[0].dtype == torch.bfloat16 and got[1].dtype == got[2].dtype == torch.float32
+    for g, w in zip(got, want):
+        close(g.float(), w, rtol=3e-2)
 
 
 def test_layer_norm_in_upscaling_matches_layernorm2d(tiny_model):

@@ -88,6 +88,18 @@ class MaskDecoder(nn.Module):
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
         self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
 
+    def image_side_modules(self) -> list[nn.Module]:
+        """The layers that only ever see image tokens (4096 per prompt): what a fast decoder runs in
+        bfloat16. Everything else works on the few output and prompt tokens, or on products of them
+        with the image that the attention code casts to the image's dtype."""
+        norms = [layer.norm4 for layer in self.transformer.layers]
+        return [self.output_upscaling, *norms]
+
+    @property
+    def image_dtype(self) -> torch.dtype:
+        """The dtype the image side (embedding, positions, high-res features) must come in."""
+        return self.output_upscaling[0].weight.dtype
+
     def forward(
         self,
         image_embeddings: torch.Tensor,
@@ -251,7 +263,8 @@ class MaskDecoder(nn.Module):
             heads.insert(0, self.obj_score_token.weight)
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat(heads, dim=0).unsqueeze(0).expand(b, -1, -1)
-        tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+        # the tokens run in the dtype of the token-side weights (float32 in the fast decoder too)
+        tokens = torch.cat((output_tokens, sparse_prompt_embeddings.to(output_tokens.dtype)), dim=1)
         src = prep.src if prep.src.shape[0] == 1 else prep.src[start : start + b]
         # the prompt tokens' own outputs are never read: only the output tokens come back
         hs, keys = self.transformer(src, prep.image_pe, tokens, prep.shared, n_out=output_tokens.shape[1])

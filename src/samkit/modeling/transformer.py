@@ -10,10 +10,20 @@ from .common import MLP
 from .position_encoding import apply_rope, axial_rope_angles, rope_rotations
 
 
+def project(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` in x's dtype: the fast decoder keeps its token-side weights in float32 (a bfloat16
+    matmul of a few rows costs 40-50 us of fixed overhead on the CPU, ~5x a float32 one), and these
+    few layers also project the bfloat16 image. A no-op cast when the dtypes agree."""
+    bias = None if layer.bias is None else layer.bias.to(x.dtype)
+    return F.linear(x, layer.weight.to(x.dtype), bias)
+
+
 class Attention(nn.Module):
     """Multi-head attention with an optional down-projection of the inner width.
 
-    q: (B, Nq, C), k/v: (B, Nk, kv_in_dim) -> (B, Nq, C).
+    q: (B, Nq, C), k/v: (B, Nk, kv_in_dim) -> (B, Nq, C). Queries and keys may differ in dtype (the
+    fast decoder's float32 tokens against its bfloat16 image): the attention then runs in the dtype of
+    the longer side (the image), and so does its output.
     """
 
     def __init__(
@@ -42,10 +52,15 @@ class Attention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # An input with batch 1 is shared by the whole batch: it is projected once, then broadcast
         # (the decoder's first layer sees the same image for every prompt).
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        q, k, v = (
+            self._heads(project(p, x)) for p, x in ((self.q_proj, q), (self.k_proj, k), (self.v_proj, v))
+        )
+        if not q.dtype == k.dtype == v.dtype:
+            dt = q.dtype if q.shape[-2] >= k.shape[-2] else k.dtype
+            q, k, v = q.to(dt), k.to(dt), v.to(dt)
         b = max(q.shape[0], k.shape[0], v.shape[0])
         q, k, v = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (q, k, v))
-        return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+        return project(self.out_proj, self._merge(F.scaled_dot_product_attention(q, k, v)))
 
     # The decoder's cross attentions pair a few tokens (T: output tokens + prompt points, about 8)
     # with thousands of image tokens (N = 4096). With H heads of width d = D / H, projecting the N
@@ -62,13 +77,14 @@ class Attention(nn.Module):
         """Head-split projections of one image's keys and values (1, N, C), to share across
         ``attend_to_image`` calls: keys transposed (H, d, N) and values (H, N, d), both contiguous, so
         that every call reads them as they are (no per-call transposed copy)."""
-        return self._heads(self.k_proj(k))[0].transpose(1, 2).contiguous(), self._heads(self.v_proj(v))[0]
+        kh = self._heads(project(self.k_proj, k))[0].transpose(1, 2).contiguous()
+        return kh, self._heads(project(self.v_proj, v))[0]
 
     def project_q(self, q: torch.Tensor) -> torch.Tensor:
         """Head-split query projection of one image (1, N, C), transposed to (H, d, N) and contiguous,
         to share across ``attend_to_tokens`` calls (the copy a transposed bmm operand would cost every
         call, ~0.5 ms, is made once per image)."""
-        return self._heads(self.q_proj(q))[0].transpose(1, 2).contiguous()
+        return self._heads(project(self.q_proj, q))[0].transpose(1, 2).contiguous()
 
     def attend_to_image(
         self,
@@ -86,19 +102,19 @@ class Attention(nn.Module):
             kt, vh = kv_heads
             h, d = kt.shape[0], kt.shape[1]
             qh = self._heads(self.q_proj(q)) * d**-0.5  # (B, H, T, d)
-            p = torch.bmm(qh.transpose(0, 1).reshape(h, b * t, d), kt).softmax(-1)  # (H, B*T, N)
+            p = torch.bmm(qh.transpose(0, 1).reshape(h, b * t, d).to(kt.dtype), kt).softmax(-1)  # (H, B*T, N)
             o = torch.bmm(p, vh).view(h, b, t, d).transpose(0, 1)  # (B, H, T, d)
-            return self.out_proj(self._merge(o))
+            return self.out_proj(self._merge(o).to(q.dtype))
         if (k.shape[0] == 1 and b > 1) or not self._cheaper_reassociated(t):
-            return self.forward(q, k, v)
+            return self.forward(q, k, v).to(q.dtype)
         h, d = self.num_heads, self.internal_dim // self.num_heads
         qh = self._heads(self.q_proj(q)) * d**-0.5  # (B, H, T, d)
         # scores = q_h . (W_k,h k + b_k,h): the bias adds one constant per (head, token) row, which
         # the softmax over image tokens cancels
         a = torch.matmul(qh, self.k_proj.weight.view(h, d, -1)).reshape(b, h * t, -1)  # (B, H*T, C)
-        p = torch.bmm(a, k.transpose(1, 2)).softmax(-1)  # (B, H*T, N)
+        p = torch.bmm(a.to(k.dtype), k.transpose(1, 2)).softmax(-1)  # (B, H*T, N)
         # P_h (W_v,h v + b_v,h) = (P_h v) W_v,h^T + b_v,h since each row of P_h sums to 1
-        g = torch.bmm(p, v).view(b, h, t, -1)  # (B, H, T, C)
+        g = torch.bmm(p, v).view(b, h, t, -1).to(q.dtype)  # (B, H, T, C)
         o = torch.matmul(g, self.v_proj.weight.view(h, d, -1).transpose(1, 2)) + self.v_proj.bias.view(
             h, 1, d
         )
@@ -115,11 +131,12 @@ class Attention(nn.Module):
         """Image tokens attend to tokens, plus a residual: ``residual + forward(q, k, v)``.
 
         q: (B, N, C) image tokens, or instead ``q_heads`` (H, d, N) from ``project_q`` of one image
-        shared by the batch; k, v: (B, T, C) tokens; residual: (B or 1, N, C) -> (B, N, C).
+        shared by the batch; k, v: (B, T, C) tokens; residual: (B or 1, N, C) -> (B, N, C) in the
+        residual's dtype.
         """
         b, t, _ = k.shape
         if q_heads is None and not self._cheaper_reassociated(t):
-            return residual + self.forward(q, k, v)
+            return residual + self.forward(q, k, v).to(residual.dtype)
         h, d = self.num_heads, self.internal_dim // self.num_heads
         c = self.embedding_dim
         kh = self._heads(self.k_proj(k)) * d**-0.5  # (B, H, T, d)
@@ -131,15 +148,17 @@ class Attention(nn.Module):
         if q_heads is not None:
             # the image's projection is shared: per prompt only (T x N) scores per head, computed as
             # one (B*T x d) @ (d x N) product per head rather than broadcasting the image over B
-            s = torch.bmm(kh.transpose(0, 1).reshape(h, b * t, d), q_heads)
+            s = torch.bmm(kh.transpose(0, 1).reshape(h, b * t, d).to(q_heads.dtype), q_heads)
             s = s.view(h, b, t, -1).transpose(0, 1)  # (B, H, T, N)
         else:
             # scores = (W_q,h q + b_q,h) . k_h = (W_q,h^T k_h) . q + b_q,h . k_h
             m = torch.matmul(kh, self.q_proj.weight.view(h, d, -1)).reshape(b, h * t, -1)  # (B, H*T, C)
             bias = torch.matmul(kh, self.q_proj.bias.view(h, d, 1)).reshape(b, h * t, 1)
-            s = torch.baddbmm(bias, m, q.transpose(1, 2)).view(b, h, t, -1)  # (B, H, T, N)
+            s = torch.baddbmm(bias.to(q.dtype), m.to(q.dtype), q.transpose(1, 2)).view(
+                b, h, t, -1
+            )  # (B, H, T, N)
         p = s.softmax(2).reshape(b, h * t, -1)
-        return torch.baddbmm(residual.expand(b, -1, -1), p.transpose(1, 2), e)
+        return torch.baddbmm(residual.expand(b, -1, -1), p.transpose(1, 2), e.to(residual.dtype))
 
 
 class RoPEAttention(Attention):

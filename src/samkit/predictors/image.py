@@ -341,9 +341,8 @@ class ImagePredictor(ModelBacked):
         if decoder is None:
             # the fast path decodes in bf16 too where bf16 is fast (~15% of a click on an AMX CPU)
             decoder = model.fast_mask_decoder() if model.precision == "bf16" else model.sam_mask_decoder
-        dt = decoder.iou_token.weight.dtype
+        dt = decoder.image_dtype
         sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
-        sparse = sparse.to(dt)
         batched = points is not None and points[0].shape[0] > 1
 
         def image_side():
