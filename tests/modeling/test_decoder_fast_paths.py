@@ -37,7 +37,10 @@ def test_tokens_to_image_reassociated_equals_forward(attn):
     k1, v1 = k[:1], v[:1]
     want = attn(q, k1.expand(3, -1, -1), v1.expand(3, -1, -1))
     close(attn.attend_to_image(q, k1, v1), want)
-    close(attn.attend_to_image(q, None, None, kv_heads=attn.project_kv(k1, v1)), want)
+    kv_heads = attn.project_kv(k1, v1)
+    # stored as every call reads them: no per-call copy of a transposed view
+    assert all(x.is_contiguous() for x in kv_heads) and attn.project_q(k1).is_contiguous()
+    close(attn.attend_to_image(q, None, None, kv_heads=kv_heads), want)
 
 
 def test_image_to_tokens_reassociated_equals_forward(attn):

@@ -78,7 +78,8 @@ class Attention(nn.Module):
         ``attend_to_image`` calls: keys transposed (H, d, N) and values (H, N, d), both contiguous, so
         that every call reads them as they are (no per-call transposed copy)."""
         kh = self._heads(project(self.k_proj, k))[0].transpose(1, 2).contiguous()
-        return kh, self._heads(project(self.v_proj, v))[0]
+        # (the head split is a transposed view: bmm would copy it on every call)
+        return kh, self._heads(project(self.v_proj, v))[0].contiguous()
 
     def project_q(self, q: torch.Tensor) -> torch.Tensor:
         """Head-split query projection of one image (1, N, C), transposed to (H, d, N) and contiguous,
