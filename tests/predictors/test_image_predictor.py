@@ -287,8 +287,10 @@ def test_fast_path_agrees_with_exact(name, request, oracle_checkpoint):
         b, sb, _ = fast.predict(**kw)
         i = int(np.argmax(sa))
         iou = np.logical_and(a[i] > 0, b[i] > 0).sum() / max(np.logical_or(a[i] > 0, b[i] > 0).sum(), 1)
-        assert iou >= 0.97, f"fast path mask IoU {iou:.4f}"
-        assert np.abs(sa - sb).max() < 0.05
+        # (measured 0.990-0.997 and score differences under 3e-4 since the decoder's tokens stay
+        # float32; 0.975 and 2e-3 before)
+        assert iou >= 0.98, f"fast path mask IoU {iou:.4f}"
+        assert np.abs(sa - sb).max() < 0.005
 
 
 def test_precision_validation(tiny_checkpoint):
