@@ -123,3 +123,31 @@ def test_reduced_precision_lateral_matches_the_convolution():
     fast = lat.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert fast.shape == exact.shape == (2, 8, 10, 12) and fast.dtype == torch.bfloat16
     assert torch.allclose(fast.float(), exact, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_patch_embedding_gives_contiguous_tokens_equal_to_the_convolution(dtype):
+    """The patch embedding runs its convolution channels-last, so the (B, H, W, C) tokens come out
+    contiguous with no layout copy, and the values are those of the plain NCHW convolution."""
+    from samkit.modeling.hiera import PatchEmbed
+
+    torch.manual_seed(0)
+    pe = PatchEmbed(16).to(dtype)
+    x = torch.randn(2, 3, 64, 48, dtype=dtype)
+    with torch.inference_mode():
+        got = pe(x)
+        want = pe.proj(x).permute(0, 2, 3, 1)
+    assert got.shape == (2, 16, 12, 16) and got.is_contiguous()
+    assert torch.equal(got, want)
+
+
+def test_trunk_hands_the_neck_the_reference_layouts(tiny_model):
+    """float32: the first stage's map is NCHW in memory and the later ones channels-last, as in the
+    reference (the neck's 1x1 convolutions round by layout); the values do not depend on it."""
+    trunk = tiny_model.image_encoder.trunk
+    x = torch.randn(1, 3, tiny_model.image_size, tiny_model.image_size)
+    with torch.inference_mode():
+        maps = trunk(x)
+    assert maps[0].is_contiguous()
+    for m in maps[1:]:
+        assert m.permute(0, 2, 3, 1).is_contiguous()
