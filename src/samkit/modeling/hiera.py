@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import HieraConfig
-from .common import MLP
+from .common import MLP, linear
 
 
 def _pool(x: torch.Tensor, stride: tuple[int, int] | None) -> torch.Tensor:
@@ -59,14 +59,14 @@ class MultiScaleAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H', W', C_out) with H' = H / q_stride."""
         b, h, w, _ = x.shape
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1)
+        qkv = linear(self.qkv, x).reshape(b, h * w, 3, self.num_heads, -1)
         q, k, v = qkv.unbind(2)  # each (B, HW, heads, d)
         if self.q_stride is not None:
             q = _pool(q.reshape(b, h, w, -1), self.q_stride)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
+        return linear(self.proj, out.transpose(1, 2).reshape(b, h, w, -1))
 
 
 class MultiScaleBlock(nn.Module):
@@ -97,7 +97,7 @@ class MultiScaleBlock(nn.Module):
         x = self.norm1(x)
         if self.dim != self.dim_out:
             # the residual path changes width (and resolution) together with the attention path
-            shortcut = _pool(self.proj(x), self.q_stride)
+            shortcut = _pool(linear(self.proj, x), self.q_stride)
 
         window = self.window_size
         if window > 0:
