@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from samkit.checkpoints import build_model
 from samkit.configs import VARIANTS
@@ -190,3 +191,24 @@ def test_bf16_mlp_fuses_its_activation_and_matches_float32():
         got = mlp.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert got.dtype == torch.bfloat16
     assert (got.float() - want).abs().max() <= 0.03 * want.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "shape,stride", [((2, 8, 8, 6), (2, 2)), ((1, 7, 9, 5), (2, 2)), ((3, 9, 6, 4), (3, 2))]
+)
+def test_query_pooling_equals_max_pool2d(dtype, shape, stride):
+    """hiera._pool (a maximum over the stride's sub-grids of channels-last tokens) gives exactly
+    F.max_pool2d's values, a remainder row or column dropped, on strided inputs (q of a qkv) too."""
+    from samkit.modeling.hiera import _pool
+
+    torch.manual_seed(0)
+    qkv = torch.randn(*shape[:3], 3, shape[3]).to(dtype)
+    x = qkv[:, :, :, 1]  # a strided slice, as the attention's queries are
+    x[0, 0, 0, 0] = float("nan")  # propagated like max_pool2d does
+    want = F.max_pool2d(x.permute(0, 3, 1, 2), kernel_size=stride, stride=stride).permute(0, 2, 3, 1)
+    got = _pool(x, stride)
+    assert got.shape == want.shape
+    assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
+    assert got.isnan().sum() == want.isnan().sum() == 1
+    assert _pool(x, None) is x
