@@ -22,12 +22,15 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_pointwise():
-    """oneDNN's fused linear (the op inductor's CPU backend emits), or None where this build lacks it."""
+    """oneDNN's fused linear (the op inductor's CPU backend emits), or None where this build lacks it
+    or the CPU has no native bf16 (AVX512-BF16 or AMX: elsewhere the plain route stays, as measured)."""
+    from ..runtime import has_fast_bf16
+
     try:
         op = torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError):
         return None
-    return op if torch.backends.mkldnn.is_available() else None
+    return op if torch.backends.mkldnn.is_available() and has_fast_bf16("cpu") else None
 
 
 _LINEAR_POINTWISE = _linear_pointwise()
