@@ -128,9 +128,10 @@ def test_reduced_precision_lateral_matches_the_convolution():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_patch_embedding_gives_contiguous_tokens_equal_to_the_convolution(dtype):
-    """The patch embedding runs its convolution channels-last, so the (B, H, W, C) tokens come out
-    contiguous with no layout copy, and the values are those of the plain NCHW convolution."""
+def test_patch_embedding_layout_and_values(dtype):
+    """The fast path's patch embedding runs its convolution channels-last, so its (B, H, W, C) tokens
+    come out contiguous with no layout copy; float32 keeps the reference's layout (a permuted view of
+    the NCHW output). The values are those of the plain convolution either way."""
     from samkit.modeling.hiera import PatchEmbed
 
     torch.manual_seed(0)
@@ -139,7 +140,11 @@ def test_patch_embedding_gives_contiguous_tokens_equal_to_the_convolution(dtype)
     with torch.inference_mode():
         got = pe(x)
         want = pe.proj(x).permute(0, 2, 3, 1)
-    assert got.shape == (2, 16, 12, 16) and got.is_contiguous()
+    assert got.shape == (2, 16, 12, 16)
+    if dtype == torch.float32:
+        assert got.permute(0, 3, 1, 2).is_contiguous()
+    else:
+        assert got.is_contiguous()
     assert torch.equal(got, want)
 
 

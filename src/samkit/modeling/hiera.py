@@ -137,11 +137,15 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, embed_dim, kernel_size=7, stride=4, padding=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # A channels-last input makes oneDNN write a channels-last output, which is (B, H, W, C)
-        # contiguous once permuted: no layout copy at all (bf16 at 1024 px: 5.7 ms against 22.8 ms
-        # for the NCHW conv, whose bf16 kernel reorders its output, plus the copy; fp32 12.1 vs 15.2,
-        # the same values). Contiguous tokens matter downstream: a permuted view made every residual
-        # add and norm of the first stage work across a channel stride of H*W.
+        if x.dtype == torch.float32:
+            # the exact path keeps the reference's layout, a permuted view of the NCHW output: the
+            # first stage's map reaches the neck NCHW in memory, and the neck's float32 1x1
+            # convolution rounds differently (~1e-6) on a channels-last one
+            return self.proj(x).permute(0, 2, 3, 1)
+        # The fast path: a channels-last input makes oneDNN write a channels-last output, which is
+        # (B, H, W, C) contiguous once permuted. No layout copy (bf16 at 1024 px: 5.7 ms against 22.8
+        # for the NCHW conv, whose bf16 kernel reorders its output, plus a copy), and the first
+        # stage's residual adds and norms no longer work across a channel stride of H*W (12 ms each).
         x = self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
         return x.contiguous()  # a no-op where the convolution honoured the layout
 
@@ -206,8 +210,9 @@ class Hiera(nn.Module):
         with torch.no_grad():
             pe = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
             pe = (pe + win.tile([1, 1, h // win.shape[-2], w // win.shape[-1]])).permute(0, 2, 3, 1)
-        # stored (B, H, W, C)-contiguous like the tokens it is added to
-        pe = pe.contiguous()
+        if pe.dtype != torch.float32:
+            # stored in the layout of the tokens it is added to (see PatchEmbed.forward)
+            pe = pe.contiguous()
         self._pe_cache = (key, pe)
         return pe
 
@@ -218,12 +223,5 @@ class Hiera(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in self.stage_ends:
-                out = x.permute(0, 3, 1, 2)
-                if i == self.stage_ends[0] and x.dtype == torch.float32:
-                    # The reference's first-stage map is NCHW in memory (its tokens stay a permuted
-                    # view of the patch convolution's output), the later ones channels-last; the
-                    # neck's float32 1x1 convolution rounds by layout (~1e-6), so the exact path
-                    # hands it the same layouts (a 25 MB copy, ~3 ms).
-                    out = out.contiguous()
-                outputs.append(out)
+                outputs.append(x.permute(0, 3, 1, 2))
         return outputs
