@@ -208,7 +208,7 @@ def load_model(
         device: ``"cpu"``, ``"cuda"``, ``"mps"``...; ``None`` picks CUDA when present, else the CPU.
         precision: ``"fp32"`` (exact: the reference's numbers) or ``"bf16"`` (the fast path: the image
             encoder runs in bfloat16; where bf16 matmuls are fast (CUDA, CPUs with AVX512-BF16 or AMX)
-            clicks and automatic masks also decode with a bfloat16 copy of the mask decoder and video
+            clicks and automatic masks also decode with a mask decoder whose image side is bf16 and video
             tracking runs its memory attention under bfloat16 autocast; the weights, prompt encoder
             and memory encoder stay float32). Predictors follow the model.
 

@@ -13,8 +13,8 @@ its cheapest filter, and encodes every survivor as RLE before NMS. Here
    for small images) at a time; the low-res logits are kept;
 4. box NMS runs on those boxes, and only its survivors are upsampled once more and encoded.
 
-``fast=True`` (not in the reference) decodes the grid with a bfloat16 copy of the mask decoder (on
-CUDA and on CPUs with AVX512-BF16 or AMX) and computes the stability scores and boxes for the filters
+``fast=True`` (not in the reference) decodes the grid with the model's fast mask decoder, whose image
+side runs in bfloat16 (on CUDA and on CPUs with AVX512-BF16 or AMX) and computes the stability scores and boxes for the filters
 at the low-res logits' own size (longer side 256) instead of full resolution; the masks it returns
 are still full resolution, but they and the set that survives the filters can differ slightly.
 """
@@ -166,7 +166,7 @@ class AutomaticMaskGenerator(ModelBacked):
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
         self.fast = fast
-        # the fast mode decodes the grid with a bfloat16 copy of the mask decoder where bf16 is fast
+        # the fast mode decodes the grid with the bf16-image-side decoder copy where bf16 is fast
         self._decoder = model.fast_mask_decoder() if fast else None
         self.timings: dict[str, float] = {}
 

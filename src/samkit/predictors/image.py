@@ -318,7 +318,8 @@ class ImagePredictor(ModelBacked):
         scores (B, M), with no upsampling — callers upsample only what they keep. ``min_iou``: see
         the mask decoder (prompts whose masks all score at most this come back as -inf masks).
         ``decoder``: a copy of the model's mask decoder in another dtype (bfloat16) to decode with;
-        its inputs are cast to its dtype. Default: the model's decoder, or for a ``precision="bf16"``
+        the image side is cast to its ``image_dtype``, the prompt tokens to its token weights'
+        dtype. Default: the model's decoder, or for a ``precision="bf16"``
         model its :meth:`~samkit.modeling.SAM2Model.fast_mask_decoder`."""
         if not self._is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
@@ -339,7 +340,7 @@ class ImagePredictor(ModelBacked):
 
         model = self.model
         if decoder is None:
-            # the fast path decodes in bf16 too where bf16 is fast (~15% of a click on an AMX CPU)
+            # the fast path decodes the image side in bf16 too where bf16 is fast (tokens stay fp32)
             decoder = model.fast_mask_decoder() if model.precision == "bf16" else model.sam_mask_decoder
         dt = decoder.image_dtype
         sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
