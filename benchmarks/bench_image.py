@@ -4,7 +4,12 @@
 
 Needs the oracle installed (bash scripts/test.sh does it). The weights are a perturbed reference
 model saved as an official checkpoint (no download needed); timings do not depend on the values.
-Prints a table and a JSON line. Median of --runs after one warm-up.
+Prints a table and a JSON line. Median of --runs after one warm-up, the contenders taking turns
+run by run.
+
+Contenders: the reference, samkit's exact path, its fast path as `samkit segment --fast` runs it, and
+the fast path with `compile=True` as `samkit serve --fast` runs it (its compilation is done, and
+timed, before the timings).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 
 import numpy as np
 import torch
-from _common import DATA, median_time, same_allocator
+from _common import DATA, same_allocator
 
 
 def fast_agreement(exact, fast, size) -> dict:
@@ -63,16 +68,32 @@ def main() -> None:
     click = dict(point_coords=[[w * 0.45, h * 0.5]], point_labels=[1])
     clicks8 = dict(point_coords=[[w * (0.1 + 0.1 * i), h * 0.5] for i in range(8)], point_labels=[1, 0] * 4)
 
-    rows = {}
     ref = SAM2ImagePredictor(oracle.build_reference(args.variant, ckpt))
     ours = samkit.ImagePredictor(samkit.load_model(args.variant, checkpoint=ckpt, device="cpu"))
     fast = samkit.ImagePredictor(
         samkit.load_model(args.variant, checkpoint=ckpt, device="cpu", precision="bf16")
     )
-    contenders = (("reference", ref), ("samkit", ours), ("samkit-fast", fast))
+    from samkit.transforms import warm_up_compiled
+
+    compiled = samkit.ImagePredictor(
+        samkit.load_model(args.variant, checkpoint=ckpt, device="cpu", precision="bf16", compile=True)
+    )
+    t0 = time.perf_counter()
+    if not warm_up_compiled():
+        raise SystemExit("torch.compile failed here: no compiled contender to time")
+    compile_s = time.perf_counter() - t0
+    contenders = (("reference", ref), ("samkit", ours), ("samkit-fast", fast), ("fast+compile", compiled))
     with torch.inference_mode():
-        for name, p in contenders:
-            rows[name] = {"encode_s": median_time(lambda p=p: p.set_image(image), args.runs)}
+        # encodes too take turns run by run: this VM's speed drifts within a run, and timing each
+        # contender's encodes in one block set one contender's slow minutes against another's quick ones
+        enc = {name: [] for name, _ in contenders}
+        for run in range(args.runs + 1):
+            for name, p in contenders:
+                t = time.perf_counter()
+                p.set_image(image)
+                if run:  # the first round is the warm-up
+                    enc[name].append(time.perf_counter() - t)
+        rows = {name: {"encode_s": statistics.median(v)} for name, v in enc.items()}
         # clicks after all encodes, contenders interleaved run by run: on this Xeon a click measured
         # right after bfloat16 (AMX) encodes ran up to 40% slower than the same click measured later
         times = {name: ([], []) for name, _ in contenders}
@@ -87,6 +108,7 @@ def main() -> None:
             rows[name].update(click_ms=statistics.median(c1) * 1e3, click8_ms=statistics.median(c8) * 1e3)
 
     print(f"{args.variant}, {w}x{h} image, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"fast+compile: compiled in {compile_s:.1f} s before the timings")
     print(f"{'':<12}{'encode (s)':>12}{'click (ms)':>12}{'8 pts (ms)':>12}")
     for name, r in rows.items():
         print(f"{name:<12}{r['encode_s']:>12.3f}{r['click_ms']:>12.1f}{r['click8_ms']:>12.1f}")
@@ -105,6 +127,7 @@ def main() -> None:
         "rows": rows,
         "speedup": speed,
         "fast_vs_exact": agree,
+        "compile_s": compile_s,
     }
     print(json.dumps(payload))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 
 import numpy as np
@@ -207,6 +208,59 @@ def test_upsample_threshold_with_infinite_logits_is_exact():
     ref = (_interp(low[0], (90, 70)) > 0).float()
     assert torch.equal(got[0], ref)
     assert not got[0, 1].any()
+
+
+# --- the compiled vertical pass (load_model(..., compile=True)) ---------------------------------
+
+
+def _unique_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def test_compiled_upsample_threshold_equals_eager_for_every_size_after_one_compile():
+    assert T.warm_up_compiled() and T.compile_error() is None
+    graphs = _unique_graphs()
+    for size in [s for s in SIZES if 1 not in s]:
+        for threshold in (0.0, 1.5):
+            low = _smooth_logits(4, 64, 48, seed=size[1]).view(2, 2, 64, 48)
+            logits = _interp(low.view(4, 64, 48), size).view(2, 2, *size)
+            got = T.upsample_threshold(low, size, threshold, compiled=True)
+            eager = T.upsample_threshold(low, size, threshold)
+            assert got.dtype == torch.float32 and got.shape == (2, 2, *size) and got.is_contiguous()
+            assert 0.0 < float(got.mean()) < 1.0
+            # the same two-term sums: only pixels within float rounding of the threshold may differ
+            near = (logits - threshold).abs() <= 1e-4
+            assert not ((got != eager) & ~near).any()
+            assert not ((got != (logits > threshold).float()) & ~near).any()
+    # the sizes are symbolic in the compiled code: new image sizes did not compile it again
+    assert _unique_graphs() == graphs
+    # one mask (multimask_output=False), and the postprocessing entry point the predictors use
+    low = _smooth_logits(1, 64, 64, seed=1).view(1, 1, 64, 64)
+    got = T.postprocess_masks(low, (300, 200), 0.0, binary=True, compiled=True)
+    assert torch.equal(got, T.postprocess_masks(low, (300, 200), 0.0, binary=True))
+    assert _unique_graphs() == graphs
+
+
+def test_compile_failure_warns_once_and_stays_on_the_eager_path(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+
+        return run
+
+    monkeypatch.setattr(T, "_compiled_state", {"fn": None, "error": None})
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    low = _smooth_logits(2, 32, 32, seed=3).view(1, 2, 32, 32)
+    with pytest.warns(RuntimeWarning, match="using the eager path"):
+        got = T.upsample_threshold(low, (90, 70), 0.0, compiled=True)
+    assert torch.equal(got, T.upsample_threshold(low, (90, 70), 0.0))
+    assert T.compile_error() == "RuntimeError: no C++ compiler found"
+    assert T.compiled_row_mixer() is None and not T.warm_up_compiled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning: compiling is not tried again
+        assert torch.equal(T.upsample_threshold(low, (90, 70), 0.0, compiled=True), got)
 
 
 def test_postprocess_binary_matches_postprocess_then_threshold():

@@ -239,11 +239,14 @@ def run(
     runs: int = 3,
     reference: bool = True,
     auto: bool = True,
+    compile: bool = True,
 ) -> BenchResult:
     """Benchmark samkit's exact path, its fast path (for a float32 model) and the reference (if
     importable and the model is an official variant), on the same weights and inputs. The short
     figures (encode, clicks) are taken with the contenders interleaved run by run; the long ones
-    (automatic masks, video) one contender after the other, once each."""
+    (automatic masks, video) one contender after the other, once each. ``compile``: the fast path
+    as ``load_model(..., compile=True)`` gives it (a server's, see :func:`samkit.load_model`), its
+    compilation done before the timings and reported in ``info["fast_compile_s"]``."""
     import copy
 
     from .checkpoints import apply_precision
@@ -262,6 +265,15 @@ def run(
     models = {"samkit": model}
     if model.precision == "fp32":
         models["samkit-fast"] = apply_precision(copy.deepcopy(model), "bf16")
+        if compile:
+            from .transforms import compile_error, warm_up_compiled
+
+            models["samkit-fast"].use_compile = True
+            t0 = time.perf_counter()
+            warm_up_compiled()
+            res.info["fast_compile_s"] = round(time.perf_counter() - t0, 2)
+            if compile_error():
+                res.info["fast_compile_s"] = f"compile failed, eager: {compile_error()}"
     predictors = {name: ImagePredictor(m) for name, m in models.items()}
     ref_model = _reference_model(model) if reference else None
     if ref_model is not None:

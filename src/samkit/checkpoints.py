@@ -197,6 +197,7 @@ def load_model(
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> SAM2Model:
     """Build a SAM 2 / 2.1 model and load its weights.
 
@@ -211,6 +212,11 @@ def load_model(
             clicks and automatic masks also decode with a mask decoder whose image side is bf16 and video
             tracking runs its memory attention under bfloat16 autocast; the weights, prompt encoder
             and memory encoder stay float32). Predictors follow the model.
+        compile: use torch.compile where it pays. Today that is one step, on the CPU: the
+            full-resolution upsampling of an image predictor's masks (~3 ms of a 2250x1500 click;
+            same masks). The first click in a process compiles it (2-4 s; needs a C++ compiler,
+            else a warning and the eager path): worth it in a server or a notebook, not for one
+            image. :func:`samkit.transforms.warm_up_compiled` compiles it ahead of time.
 
     Returns:
         The model in eval mode on ``device``.
@@ -231,6 +237,7 @@ def load_model(
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point() and t.dtype != torch.float32:
             t.data = t.data.float()
+    model.use_compile = bool(compile)
     return apply_precision(model.to(dev).eval(), precision)
 
 

@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser(
         "serve",
         help="run the HTTP API server",
-        description="Serve the JSON API (OpenAPI docs at /docs). Binds 127.0.0.1 unless --host says otherwise.",
+        description="Serve the JSON API (OpenAPI docs at /docs). Binds 127.0.0.1 unless --host says otherwise. "
+        "With --fast the server also compiles the clicks' mask upsampling (torch.compile) at start-up: "
+        "a few seconds once, ~3 ms saved on every 2250x1500 click.",
         epilog="example: samkit serve --model sam2.1-hiera-tiny --port 8000",
     )
     sv.add_argument(
@@ -291,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--runs", type=int, default=3, help="timed runs per figure after a warm-up (default 3)")
     be.add_argument("--no-reference", action="store_true", help="do not measure the reference")
     be.add_argument("--no-auto", action="store_true", help="skip automatic masks (slow)")
+    be.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="time the fast path without its torch.compile'd mask upsampling (as `segment --fast` runs it)",
+    )
     _add_model_args(be)
 
     models = sub.add_parser(
@@ -429,8 +436,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # load the model before binding, so a bad --model/--checkpoint fails with one line
     from .checkpoints import load_model
 
+    # a server's clicks pay for compiling the mask upsampling once (done at start-up)
     model = load_model(
-        config.model, checkpoint=config.checkpoint, device=config.device, precision=_precision(args)
+        config.model,
+        checkpoint=config.checkpoint,
+        device=config.device,
+        precision=_precision(args),
+        compile=_precision(args) == "bf16",
     )
     uvicorn.run(create_app(config, model=model), host=args.host, port=args.port, log_level="info")
     return 0
@@ -627,7 +639,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise CLIError("--runs must be at least 1")
     image = load_image(args.image) if args.image else None
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
-    res = bench.run(model, image, runs=args.runs, reference=not args.no_reference, auto=not args.no_auto)
+    res = bench.run(
+        model,
+        image,
+        runs=args.runs,
+        reference=not args.no_reference,
+        auto=not args.no_auto,
+        compile=not args.no_compile,
+    )
     print(
         f"{res.info['model']} on {res.info['device']}, {res.info['threads']} threads, torch {res.info['torch']}, "
         f"image {res.info['image'][1]}x{res.info['image'][0]}"
@@ -638,6 +657,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(
             f"fast vs exact, best mask of 9 random clicks: IoU min {a['min_iou']:.4f} mean {a['mean_iou']:.4f}, "
             f"scores within {a['max_score_diff']:.4f}"
+        )
+    if "fast_compile_s" in res.info:
+        c = res.info["fast_compile_s"]
+        print(
+            f"fast path: mask upsampling compiled in {c} s before timing (--no-compile: eager)"
+            if isinstance(c, float)
+            else f"fast path: {c}"
         )
     for key in ("reference", "reference_video"):
         if key in res.info:

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +27,8 @@ __all__ = [
     "bilinear_axis",
     "connected_components",
     "clean_small_regions",
+    "compile_error",
+    "compiled_row_mixer",
     "fill_small_regions",
     "small_regions",
     "load_image",
@@ -36,6 +40,7 @@ __all__ = [
     "to_rgb_array",
     "transform_boxes",
     "transform_coords",
+    "warm_up_compiled",
 ]
 
 
@@ -226,13 +231,14 @@ def postprocess_masks(
     max_hole_area: float = 0.0,
     max_sprinkle_area: float = 0.0,
     binary: bool = False,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """(B, M, h, w) low-res logits -> (B, M, H, W) logits at the original resolution, after
     :func:`clean_small_regions` at low resolution; with ``binary``, float32 0/1 masks (logits above
-    ``mask_threshold``) from :func:`upsample_threshold` instead."""
+    ``mask_threshold``) from :func:`upsample_threshold` instead (``compiled``: see there)."""
     masks = clean_small_regions(low_res, mask_threshold, max_hole_area, max_sprinkle_area)
     if binary:
-        return upsample_threshold(masks, orig_hw, mask_threshold)
+        return upsample_threshold(masks, orig_hw, mask_threshold, compiled=compiled)
     return F.interpolate(masks, size=tuple(orig_hw), mode="bilinear", align_corners=False)
 
 
@@ -279,6 +285,21 @@ def _bilinear_matrix(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor,
     return m, lo, hi
 
 
+def _upsample_columns(flat: torch.Tensor, ww: int) -> torch.Tensor:
+    """The horizontal pass: (R, w) float32 rows -> (R, W), each output column the two-term bilinear
+    mix of the input columns it lies between, as banded matmuls (a band of output columns reads only
+    the few input columns under it)."""
+    w = flat.shape[1]
+    mx, x_lo, x_hi = _bilinear_matrix(w, ww)
+    mx_t = mx.t()  # (w, W)
+    cols = flat.new_empty(flat.shape[0], ww)
+    for c0 in range(0, ww, _BAND_COLS):
+        c1 = min(ww, c0 + _BAND_COLS)
+        k0, k1 = int(x_lo[c0]), int(x_hi[c1 - 1]) + 1
+        torch.mm(flat[:, k0:k1], mx_t[k0:k1, c0:c1], out=cols[:, c0:c1])
+    return cols
+
+
 def upsampled_bands(
     low_res: torch.Tensor, size: tuple[int, int], rows: int = _BAND_ROWS, out: torch.Tensor | None = None
 ):
@@ -291,18 +312,9 @@ def upsampled_bands(
     hh, ww = int(size[0]), int(size[1])
     if n == 0 or hh == 0 or ww == 0:
         return
-    mx, x_lo, x_hi = _bilinear_matrix(w, ww)
     my, y_lo, y_hi = _bilinear_matrix(h, hh)
-    mx_t = mx.t()  # (w, W)
-    # horizontal pass: (N*h, w) -> (N*h, W), a band of output columns at a time
-    flat = low_res.reshape(n * h, w)
-    cols = flat.new_empty(n * h, ww)
-    for c0 in range(0, ww, _BAND_COLS):
-        c1 = min(ww, c0 + _BAND_COLS)
-        k0, k1 = int(x_lo[c0]), int(x_hi[c1 - 1]) + 1
-        torch.mm(flat[:, k0:k1], mx_t[k0:k1, c0:c1], out=cols[:, c0:c1])
+    cols = _upsample_columns(low_res.reshape(n * h, w), ww).view(n, h, ww)
     # vertical pass: each band of output rows mixes the few input rows it lies between
-    cols = cols.view(n, h, ww)
     band = cols.new_empty(n, min(rows, hh), ww) if out is None else None
     for r0 in range(0, hh, rows):
         r1 = min(hh, r0 + rows)
@@ -316,21 +328,112 @@ def upsampled_bands(
         yield r0, r1, out[:, r0:r1]
 
 
-def upsample_threshold(low_res: torch.Tensor, size: tuple[int, int], threshold: float = 0.0) -> torch.Tensor:
+def upsample_threshold(
+    low_res: torch.Tensor, size: tuple[int, int], threshold: float = 0.0, compiled: bool = False
+) -> torch.Tensor:
     """``F.interpolate(low_res, size, mode="bilinear", align_corners=False) > threshold`` as float32
     0/1 (B, M, H, W), from (B, M, h, w) float32 logits, without materializing the upsampled logits.
+    ``compiled``: do the vertical pass with :func:`compiled_row_mixer` (same values; its first call
+    in a process compiles it; where compiling fails, this warns once and stays on the eager path).
 
     Equal to the two-step computation except where an upsampled logit lies within float rounding of
     the threshold. Non-finite logits and non-CPU tensors take the two-step path."""
     b, m, h, w = low_res.shape
     hh, ww = int(size[0]), int(size[1])
-    out = low_res.new_empty(b, m, hh, ww, dtype=torch.float32)
     # a matmul would turn -inf x 0 into NaN; GPUs have fast interpolation kernels of their own
     if low_res.device.type != "cpu" or low_res.dtype != torch.float32 or not bool(low_res.isfinite().all()):
         up = F.interpolate(low_res.float(), size=(hh, ww), mode="bilinear", align_corners=False)
-        return torch.gt(up, threshold, out=out)
+        return torch.gt(up, threshold, out=torch.empty_like(up))
+    n = b * m
+    if compiled and n and hh and ww and (mixer := compiled_row_mixer()) is not None:
+        # every input made under inference mode, as in the predictors: tensors of the other kind
+        # would fail the compiled code's guards and compile it a second time
+        with torch.inference_mode():
+            cols = _upsample_columns(low_res.reshape(n * h, w), ww)  # (N*h, W)
+            y_lo, y_hi, w_lo, w_hi = bilinear_axis(h, hh)
+            # one flat list of output rows for all masks: row (i, r) mixes rows i*h + lo[r], i*h + hi[r]
+            base = torch.arange(n).mul_(h).unsqueeze(1)
+            lo, hi = (base + y_lo).reshape(-1), (base + y_hi).reshape(-1)
+            args = (cols, lo, hi, w_lo.repeat(n), w_hi.repeat(n), torch.tensor(float(threshold)))
+        try:
+            return mixer(*args).view(b, m, hh, ww)
+        except Exception as e:  # no C++ compiler, or an inductor failure: stay eager from now on
+            _compile_failed(e)
+    out = low_res.new_empty(b, m, hh, ww, dtype=torch.float32)
     # each band of logits is written where its 0/1 values go and thresholded there while in cache:
     # no separate band buffer to copy from (0.3-1.1 ms of a 2250x1500 click, interleaved A/B)
-    for _, _, band in upsampled_bands(low_res.reshape(b * m, h, w), (hh, ww), out=out.view(b * m, hh, ww)):
+    for _, _, band in upsampled_bands(low_res.reshape(n, h, w), (hh, ww), out=out.view(n, hh, ww)):
         band.gt_(threshold)
     return out
+
+
+# --- the compiled vertical pass (opt-in: load_model(..., compile=True)) -------------------------
+#
+# The eager vertical pass above is ~70 matmuls of (64 x 13) @ (13 x W) -- too short a K to run near
+# the CPU's peak -- and a threshold pass: 4-6 ms of a 2250x1500 click. One generated loop that reads
+# the two input rows of each output row, mixes them, compares and stores the 0/1 floats once takes
+# ~3 ms (interleaved A/B in one process). torch.compile generates it; the first call in a process
+# compiles it (2-4 s, and a C++ compiler), after which any size reuses it (the sizes are symbolic).
+
+
+def _mix_rows_threshold(
+    rows: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    w_lo: torch.Tensor,
+    w_hi: torch.Tensor,
+    threshold: torch.Tensor,
+) -> torch.Tensor:
+    """(R, W) float32 rows -> (R', W) float32 0/1: output row i is
+    ``rows[lo[i]] * w_lo[i] + rows[hi[i]] * w_hi[i] > threshold``."""
+    mixed = rows[lo] * w_lo[:, None] + rows[hi] * w_hi[:, None]
+    return (mixed > threshold).to(torch.float32)
+
+
+_compiled_state: dict[str, object] = {"fn": None, "error": None}
+_compiled_lock = threading.Lock()
+
+
+def compiled_row_mixer():
+    """The torch.compile'd row mixer of :func:`upsample_threshold` (``None`` once compiling has
+    failed in this process: see :func:`compile_error`). Calls run under inference mode."""
+    with _compiled_lock:
+        if _compiled_state["error"] is not None:
+            return None
+        if _compiled_state["fn"] is None:
+            fn = torch.compile(_mix_rows_threshold, dynamic=True)
+
+            def mixer(*args):
+                # one grad mode for every call: a change of mode would compile another variant
+                with torch.inference_mode():
+                    return fn(*args)
+
+            _compiled_state["fn"] = mixer
+        return _compiled_state["fn"]
+
+
+def compile_error() -> str | None:
+    """Why the compiled postprocessing is off in this process (``None`` while it is on)."""
+    return _compiled_state["error"]
+
+
+def _compile_failed(e: Exception) -> None:
+    reason = str(e).strip().splitlines()
+    reason = f"{type(e).__name__}: {reason[0] if reason else ''}"
+    with _compiled_lock:
+        _compiled_state["error"] = reason
+    warnings.warn(
+        f"torch.compile of the mask upsampling failed ({reason[:300]}); using the eager path "
+        "(same masks, ~3 ms slower per 2250x1500 click). A C++ compiler (g++) is needed.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def warm_up_compiled(threshold: float = 0.0) -> bool:
+    """Compile the row mixer now (a server calls it at start-up, so that no user's first click waits
+    seconds for it). Returns whether the compiled path works. The warm-up sizes are all distinct, so
+    that the compiled code assumes no two sizes equal and no later size compiles it again."""
+    low_res = torch.randn(1, 2, 8, 9, generator=torch.Generator().manual_seed(0))
+    upsample_threshold(low_res, (20, 30), threshold, compiled=True)
+    return compile_error() is None

@@ -293,6 +293,41 @@ def test_fast_path_agrees_with_exact(name, request, oracle_checkpoint):
         assert np.abs(sa - sb).max() < 0.005
 
 
+def test_compiled_model_gives_the_same_masks(tiny_checkpoint, image, monkeypatch):
+    """load_model(compile=True): the clicks' upsampling runs compiled, with the eager path's masks."""
+    from samkit import transforms as T
+
+    model = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu", compile=True)
+    assert model.use_compile
+    plain = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu")
+    assert not plain.use_compile
+    calls = []
+    real = T.compiled_row_mixer
+
+    def spy():
+        calls.append(1)
+        return real()
+
+    fast, eager = samkit.ImagePredictor(model), samkit.ImagePredictor(plain)
+    for p in (fast, eager):
+        p.set_image(image)
+    monkeypatch.setattr(T, "compiled_row_mixer", spy)
+    for kw in (
+        dict(point_coords=[[70, 45]], point_labels=[1]),
+        dict(box=[10, 10, 100, 80], multimask_output=False),
+    ):
+        a, sa, la = fast.predict(**kw)
+        b, sb, lb = eager.predict(**kw)
+        np.testing.assert_array_equal(sa, sb)
+        np.testing.assert_array_equal(la, lb)
+        logits, _, _ = eager.predict(**kw, return_logits=True)
+        # equal but where a logit is within float rounding of the threshold
+        assert not ((a != b) & (np.abs(logits) > 1e-4)).any()
+        assert a.dtype == np.float32 and a.flags["C_CONTIGUOUS"]
+    # the compiled model's two clicks went through the compiled code, the plain model's never
+    assert len(calls) == 2 and T.compile_error() is None
+
+
 def test_precision_validation(tiny_checkpoint):
     with pytest.raises(ValueError, match="precision"):
         samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, precision="fp8")

@@ -256,3 +256,29 @@ def test_full_queue_answers_503(tiny_model, photo, monkeypatch):
 def test_openapi_docs(client):
     assert client.get("/docs").status_code == 200
     assert "/v1/segment" in client.get("/openapi.json").json()["paths"]
+
+
+def test_compiled_model_is_warmed_up_at_start_and_segments_the_same(tiny_checkpoint, photo, monkeypatch):
+    """`serve --fast` loads with compile=True: the lifespan compiles the mask upsampling before the
+    first request, and the server's masks stay the eager path's."""
+    import samkit.server.app as server_app
+
+    warmed = []
+    real = server_app.warm_up_compiled
+    monkeypatch.setattr(server_app, "warm_up_compiled", lambda: warmed.append(real()))
+    model = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu", compile=True)
+    with TestClient(create_app(ServerConfig(model="test-tiny", api_key=None), model=model)) as c:
+        assert warmed == [True]
+        image_id = upload(c, photo).json()["image_id"]
+        body = {"image_id": image_id, "points": [[50, 40]], "labels": [1], "multimask": True}
+        masks = c.post("/v1/segment", json=body).json()["masks"]
+    p = samkit.ImagePredictor(samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu"))
+    p.set_image(photo)
+    logits, scores, _ = p.predict(point_coords=[[50, 40]], point_labels=[1], return_logits=True)
+    best = logits[int(np.argmax(scores))]
+    got = rle.decode(masks[0]["rle"])
+    assert not ((got != (best > 0)) & (np.abs(best) > 1e-4)).any()
+    # a plain model's server does not compile
+    warmed.clear()
+    with TestClient(create_app(ServerConfig(model="test-tiny", api_key=None), model=p.model)):
+        assert warmed == []

@@ -27,6 +27,9 @@ class SAM2Model(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        # load_model(..., compile=True): the predictors run torch.compile'd code where it pays
+        # (today: the full-resolution upsampling of a click's masks on the CPU)
+        self.use_compile = False
         c, mem = cfg.d_model, cfg.mem_dim
         self.hidden_dim, self.mem_dim = c, mem
         self.image_size = cfg.image_size

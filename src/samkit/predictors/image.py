@@ -298,6 +298,7 @@ class ImagePredictor(ModelBacked):
             self.max_hole_area,
             self.max_sprinkle_area,
             binary=not return_logits,
+            compiled=getattr(self.model, "use_compile", False),
         )
         low_res = torch.clamp(low_res, -32.0, 32.0)
         return masks, ious, low_res

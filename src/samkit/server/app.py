@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Request
 
 from ..checkpoints import load_model
 from ..runtime import tune_allocator
+from ..transforms import warm_up_compiled
 from . import errors
 from .config import ServerConfig
 from .errors import ApiError
@@ -47,6 +48,9 @@ def create_app(config: ServerConfig | None = None, model=None) -> FastAPI:
             if model is not None
             else load_model(config.model, checkpoint=config.checkpoint, device=config.device)
         )
+        if getattr(m, "use_compile", False):
+            # compile the clicks' mask upsampling now, not during a user's first click
+            warm_up_compiled()
         app.state.engine = Engine(m, config)
         app.state.sessions = videos.Sessions(config.video_idle_seconds)
         try:
