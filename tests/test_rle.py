@@ -44,6 +44,25 @@ def test_encode_matches_pycocotools(i):
     assert rle.string_to_counts(ours["counts"]) == unc["counts"]
 
 
+@pytest.mark.parametrize(
+    "counts",
+    [
+        [],
+        [0],
+        [5],
+        [0, 7, 3],
+        [2**31 - 1, 1, 0, 2**31 - 2],  # seven 5-bit groups, and a large negative delta
+        [15, 16, 17, 1, 31, 32, 0, 33, 1023, 1024, 1, 1025],  # group and sign-bit boundaries
+    ],
+)
+def test_counts_to_string_matches_pycocotools_at_the_edges(counts):
+    size = [1, int(sum(counts))]
+    ref = coco.frPyObjects({"size": size, "counts": counts}, *size)["counts"].decode("ascii")
+    assert rle.counts_to_string(counts) == ref
+    assert rle.counts_to_string(np.asarray(counts, dtype=np.int64)) == ref
+    assert rle.string_to_counts(ref) == list(counts)
+
+
 def test_decode_rejects_inconsistent_counts():
     with pytest.raises(ValueError, match="sum to"):
         rle.decode({"size": [2, 2], "counts": [1, 1]})

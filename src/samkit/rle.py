@@ -41,20 +41,26 @@ def encode_uncompressed(mask: np.ndarray) -> dict:
 
 
 def counts_to_string(counts) -> str:
-    """Compress run lengths into the pycocotools string form."""
-    out = bytearray()
-    cnts = [int(c) for c in counts]
-    for i, c in enumerate(cnts):
-        x = c - cnts[i - 2] if i > 2 else c
-        more = True
-        while more:
-            ch = x & 0x1F
-            x >>= 5  # arithmetic shift, as in C for negative deltas
-            more = (x != -1) if (ch & 0x10) else (x != 0)
-            if more:
-                ch |= 0x20
-            out.append(ch + 48)
-    return out.decode("ascii")
+    """Compress run lengths into the pycocotools string form.
+
+    Vectorized over the counts, one pass per 5-bit group (at most 7 for counts below 2**31): a
+    Python loop over the runs took ~60 ms for one noisy 1800x1200 mask, most of a server click."""
+    cnts = np.asarray(counts, dtype=np.int64).ravel()
+    if cnts.size == 0:
+        return ""
+    x = cnts.copy()
+    x[3:] -= cnts[1:-2]  # from the fourth count on, the delta to the count two before
+    groups, alive = [], []
+    active = np.ones(x.size, dtype=bool)
+    while active.any():
+        ch = x & 0x1F
+        x = x >> 5  # arithmetic shift, as in C for negative deltas
+        more = np.where(ch & 0x10, x != -1, x != 0)
+        groups.append(np.where(more, ch | 0x20, ch) + 48)
+        alive.append(active)
+        active = active & more
+    # each count's groups are a prefix of its row: row-major selection keeps the byte order
+    return np.stack(groups, 1)[np.stack(alive, 1)].astype(np.uint8).tobytes().decode("ascii")
 
 
 def string_to_counts(s: str | bytes) -> list[int]:
