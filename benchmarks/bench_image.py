@@ -52,7 +52,7 @@ def main() -> None:
 
     import oracle
     import samkit
-    from samkit.transforms import load_image
+    from samkit.transforms import load_image, warm_up_compiled
 
     oracle.setup()
     from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -73,8 +73,6 @@ def main() -> None:
     fast = samkit.ImagePredictor(
         samkit.load_model(args.variant, checkpoint=ckpt, device="cpu", precision="bf16")
     )
-    from samkit.transforms import warm_up_compiled
-
     compiled = samkit.ImagePredictor(
         samkit.load_model(args.variant, checkpoint=ckpt, device="cpu", precision="bf16", compile=True)
     )

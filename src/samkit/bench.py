@@ -270,10 +270,10 @@ def run(
 
             models["samkit-fast"].use_compile = True
             t0 = time.perf_counter()
-            warm_up_compiled()
-            res.info["fast_compile_s"] = round(time.perf_counter() - t0, 2)
-            if compile_error():
-                res.info["fast_compile_s"] = f"compile failed, eager: {compile_error()}"
+            ok = warm_up_compiled()
+            res.info["fast_compile_s"] = (
+                round(time.perf_counter() - t0, 2) if ok else f"compile failed, eager: {compile_error()}"
+            )
     predictors = {name: ImagePredictor(m) for name, m in models.items()}
     ref_model = _reference_model(model) if reference else None
     if ref_model is not None:

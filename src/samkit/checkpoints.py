@@ -214,7 +214,7 @@ def load_model(
             and memory encoder stay float32). Predictors follow the model.
         compile: use torch.compile where it pays. Today that is one step, on the CPU: the
             full-resolution upsampling of an image predictor's masks (~3 ms of a 2250x1500 click;
-            same masks). The first click in a process compiles it (2-4 s; needs a C++ compiler,
+            same masks). The first click in a process compiles it (3-5 s; needs a C++ compiler,
             else a warning and the eager path): worth it in a server or a notebook, not for one
             image. :func:`samkit.transforms.warm_up_compiled` compiles it ahead of time.
 

@@ -348,17 +348,18 @@ def upsample_threshold(
     if compiled and n and hh and ww and (mixer := compiled_row_mixer()) is not None:
         # every input made under inference mode, as in the predictors: tensors of the other kind
         # would fail the compiled code's guards and compile it a second time
+        # (and called under it: a change of grad mode would compile another variant too)
         with torch.inference_mode():
             cols = _upsample_columns(low_res.reshape(n * h, w), ww)  # (N*h, W)
             y_lo, y_hi, w_lo, w_hi = bilinear_axis(h, hh)
             # one flat list of output rows for all masks: row (i, r) mixes rows i*h + lo[r], i*h + hi[r]
             base = torch.arange(n).mul_(h).unsqueeze(1)
             lo, hi = (base + y_lo).reshape(-1), (base + y_hi).reshape(-1)
-            args = (cols, lo, hi, w_lo.repeat(n), w_hi.repeat(n), torch.tensor(float(threshold)))
-        try:
-            return mixer(*args).view(b, m, hh, ww)
-        except Exception as e:  # no C++ compiler, or an inductor failure: stay eager from now on
-            _compile_failed(e)
+            try:
+                out = mixer(cols, lo, hi, w_lo.repeat(n), w_hi.repeat(n), torch.tensor(float(threshold)))
+                return out.view(b, m, hh, ww)
+            except Exception as e:  # no C++ compiler, or an inductor failure: stay eager from now on
+                _compile_failed(e)
     out = low_res.new_empty(b, m, hh, ww, dtype=torch.float32)
     # each band of logits is written where its 0/1 values go and thresholded there while in cache:
     # no separate band buffer to copy from (0.3-1.1 ms of a 2250x1500 click, interleaved A/B)
@@ -373,7 +374,7 @@ def upsample_threshold(
 # the CPU's peak -- and a threshold pass: 4-6 ms of a 2250x1500 click. One generated loop that reads
 # the two input rows of each output row, mixes them, compares and stores the 0/1 floats once takes
 # ~3 ms (interleaved A/B in one process). torch.compile generates it; the first call in a process
-# compiles it (2-4 s, and a C++ compiler), after which any size reuses it (the sizes are symbolic).
+# compiles it (3-5 s here, and a C++ compiler), after which any size reuses it (the sizes are symbolic).
 
 
 def _mix_rows_threshold(
@@ -396,19 +397,13 @@ _compiled_lock = threading.Lock()
 
 def compiled_row_mixer():
     """The torch.compile'd row mixer of :func:`upsample_threshold` (``None`` once compiling has
-    failed in this process: see :func:`compile_error`). Calls run under inference mode."""
+    failed in this process: see :func:`compile_error`), for inputs made and calls made under
+    inference mode."""
     with _compiled_lock:
         if _compiled_state["error"] is not None:
             return None
         if _compiled_state["fn"] is None:
-            fn = torch.compile(_mix_rows_threshold, dynamic=True)
-
-            def mixer(*args):
-                # one grad mode for every call: a change of mode would compile another variant
-                with torch.inference_mode():
-                    return fn(*args)
-
-            _compiled_state["fn"] = mixer
+            _compiled_state["fn"] = torch.compile(_mix_rows_threshold, dynamic=True)
         return _compiled_state["fn"]
 
 
@@ -430,10 +425,10 @@ def _compile_failed(e: Exception) -> None:
     )
 
 
-def warm_up_compiled(threshold: float = 0.0) -> bool:
+def warm_up_compiled() -> bool:
     """Compile the row mixer now (a server calls it at start-up, so that no user's first click waits
     seconds for it). Returns whether the compiled path works. The warm-up sizes are all distinct, so
     that the compiled code assumes no two sizes equal and no later size compiles it again."""
     low_res = torch.randn(1, 2, 8, 9, generator=torch.Generator().manual_seed(0))
-    upsample_threshold(low_res, (20, 30), threshold, compiled=True)
+    upsample_threshold(low_res, (20, 30), 0.0, compiled=True)
     return compile_error() is None
