@@ -66,3 +66,23 @@ def test_counts_to_string_matches_pycocotools_at_the_edges(counts):
 def test_decode_rejects_inconsistent_counts():
     with pytest.raises(ValueError, match="sum to"):
         rle.decode({"size": [2, 2], "counts": [1, 1]})
+
+
+def test_string_to_counts_reads_pycocotools_strings_of_many_runs():
+    # long strings mix counts of 1 to 7 groups, positive and negative deltas, in both chains
+    rng = np.random.default_rng(1)
+    counts = np.concatenate([rng.integers(0, 40, 3000), rng.integers(0, 2**20, 300), [2**31 - 1, 0, 5]])
+    counts[1:] = np.maximum(counts[1:], 1)  # pycocotools writes no empty runs after the first
+    size = [1, int(counts.sum())]
+    ref = coco.frPyObjects({"size": size, "counts": counts.tolist()}, *size)["counts"]
+    assert rle.string_to_counts(ref) == counts.tolist()
+    assert rle.string_to_counts(ref.decode("ascii")) == counts.tolist()
+
+
+@pytest.mark.parametrize("bad", ["0P", "a0 ", "/", "o" * 13 + "0"])
+def test_string_to_counts_rejects_strings_pycocotools_cannot_write(bad):
+    # a count cut short (its last byte says more follow), characters outside '0'..'o', over 64 bits
+    with pytest.raises(ValueError, match="not a COCO RLE string"):
+        rle.string_to_counts(bad)
+    with pytest.raises(ValueError, match="not a COCO RLE string"):
+        rle.decode({"size": [1, 1], "counts": bad})

