@@ -102,6 +102,38 @@ def test_segment_equals_image_predictor(client, photo, tiny_model):
     assert png.size == (140, 90)
 
 
+def test_clicks_on_one_image_reuse_its_prepared_decoder_side(client, photo, tiny_model, monkeypatch):
+    # the decoder's per-image side is prepared on the first click only, and later clicks (and clicks
+    # after the image's predictor was dropped from the engine's cache) give the same masks
+    from samkit.modeling.mask_decoder import MaskDecoder
+
+    calls = []
+    real = MaskDecoder.prepare_image
+    monkeypatch.setattr(
+        MaskDecoder, "prepare_image", lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
+    )
+    engine = client.app.state.engine
+    image_id = upload(client, photo).json()["image_id"]
+    body = {"image_id": image_id, "points": [[50, 40]], "labels": [1]}
+    first = client.post("/v1/segment", json=body).json()["masks"]
+    again = client.post("/v1/segment", json={**body, "points": [[52, 41]]}).json()["masks"]
+    assert len(calls) == 1 and engine.predictors.get(image_id) is not None
+    assert again[0]["rle"] != first[0]["rle"] or again[0]["score"] != first[0]["score"]
+    for i in range(engine.PREDICTORS_KEPT):  # push it out with other images
+        other = photo.copy()
+        other[0, 0] = i
+        other_id = upload(client, other).json()["image_id"]
+        assert client.post("/v1/segment", json={**body, "image_id": other_id}).status_code == 200
+    assert engine.predictors.get(image_id) is None
+    later = client.post("/v1/segment", json=body).json()["masks"]
+    assert len(calls) == 2 + engine.PREDICTORS_KEPT
+
+    def without_ids(masks):
+        return [{k: v for k, v in m.items() if k != "mask_id"} for m in masks]
+
+    assert without_ids(later) == without_ids(first)
+
+
 def test_inline_base64_image(client, photo):
     b64 = base64.b64encode(png_bytes(photo)).decode()
     r = client.post("/v1/segment", json={"image": b64, "box": [10, 10, 100, 80], "multimask": False})

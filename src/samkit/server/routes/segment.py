@@ -11,7 +11,7 @@ import torch
 from fastapi import APIRouter, Request
 
 from ... import rle
-from ...predictors import AutomaticMaskGenerator, ImagePredictor
+from ...predictors import AutomaticMaskGenerator
 from ...visualize import mask_stats, mask_to_png
 from ..errors import ApiError
 from ..schemas import AutomaticRequest, MaskOut, SegmentRequest, SegmentResponse
@@ -48,14 +48,8 @@ def segment(request: Request, body: SegmentRequest) -> SegmentResponse:
                 404, "unknown_mask", f"no mask {body.mask_from!r} for this image (it may have expired)"
             )
         mask_input = prev[1]
-    predictor = ImagePredictor(engine.model)
     with engine.model_lock:
-        predictor.set_embedding(
-            emb.image_embed.to(engine.model.device),
-            [t.to(engine.model.device) for t in emb.high_res],
-            emb.orig_hw,
-        )
-        masks, scores, low = predictor.predict(
+        masks, scores, low = engine.predictor(image_id, emb).predict(
             point_coords=body.points or None,
             point_labels=body.labels or None,
             box=body.box,
