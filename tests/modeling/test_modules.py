@@ -73,6 +73,13 @@ def test_rope_rotation_preserves_norm_and_matches_complex():
     torch.testing.assert_close(into.float(), out, atol=0.02, rtol=0.01)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 20, 8), (1, 1, 16, 6)])
+def test_rope_rejects_tokens_that_are_not_whole_frames(shape):
+    # 20 keys are not whole frames of a 4x4 grid; width 6 does not match rotations of width 8
+    with pytest.raises(ValueError, match="whole frames"):
+        apply_rope(torch.randn(shape), rope_rotations(axial_rope_angles(8, 4, 4)))
+
+
 def test_all_variants_build_on_meta():
     for name, cfg in VARIANTS.items():
         with torch.device("meta"):
