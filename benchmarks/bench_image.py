@@ -86,7 +86,8 @@ def main() -> None:
         # contender's encodes in one block set one contender's slow minutes against another's quick ones
         enc = {name: [] for name, _ in contenders}
         for run in range(args.runs + 1):
-            for name, p in contenders:
+            # the order flips every run: no contender always runs right after the same other one
+            for name, p in contenders if run % 2 == 0 else contenders[::-1]:
                 t = time.perf_counter()
                 p.set_image(image)
                 if run:  # the first round is the warm-up
@@ -96,7 +97,7 @@ def main() -> None:
         # right after bfloat16 (AMX) encodes ran up to 40% slower than the same click measured later
         times = {name: ([], []) for name, _ in contenders}
         for run in range(args.runs + 1):
-            for name, p in contenders:
+            for name, p in contenders if run % 2 == 0 else contenders[::-1]:
                 for kind, kw in enumerate((click, dict(clicks8, multimask_output=False))):
                     t = time.perf_counter()
                     p.predict(**kw)

@@ -73,8 +73,9 @@ def test_contenders_take_turns_run_by_run():
         "a": {"x": lambda: log.append("a.x")},
         "b": {"x": lambda: log.append("b.x"), "y": lambda: log.append("b.y")},
     }
-    out = interleaved_medians(figures, runs=2)
-    # one warm-up each, then alternating timed runs; a figure only one contender has runs alone
-    assert log == ["a.x", "b.x"] + ["a.x", "b.x"] * 2 + ["b.y"] * 3
+    out = interleaved_medians(figures, runs=3)
+    # one warm-up each, then timed runs taking turns, the order flipping every run; a figure only one
+    # contender has runs alone
+    assert log == ["a.x", "b.x"] + ["a.x", "b.x", "b.x", "a.x", "a.x", "b.x"] + ["b.y"] * 4
     assert set(out["a"]) == {"x"} and set(out["b"]) == {"x", "y"}
     assert all(v >= 0 for row in out.values() for v in row.values())

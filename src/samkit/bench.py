@@ -141,7 +141,7 @@ def image_figures(predictor, image: np.ndarray) -> dict[str, Callable[[], object
 
 def interleaved_medians(figures: dict[str, dict[str, Callable[[], object]]], runs: int) -> dict[str, dict]:
     """Median seconds of ``figures[contender][figure]()``, figure by figure, the contenders taking
-    turns run by run (after one warm-up call each): this VM's speed drifts by 15-30% within minutes,
+    turns run by run in alternating order (after one warm-up call each): this VM's speed drifts by 15-30% within minutes,
     and measuring one contender after the other would hand the drift to whoever came last."""
     out: dict[str, dict] = {name: {} for name in figures}
     keys = list(dict.fromkeys(k for calls in figures.values() for k in calls))
@@ -151,8 +151,10 @@ def interleaved_medians(figures: dict[str, dict[str, Callable[[], object]]], run
             for n in names:
                 figures[n][key]()
             times: dict[str, list[float]] = {n: [] for n in names}
-            for _ in range(max(1, runs)):
-                for n in names:
+            for run in range(max(1, runs)):
+                # the order flips every run, so that no contender always runs right after another
+                # (drift within a round then falls on each side alike)
+                for n in names if run % 2 == 0 else names[::-1]:
                     t = time.perf_counter()
                     figures[n][key]()
                     times[n].append(time.perf_counter() - t)
