@@ -86,3 +86,16 @@ def test_string_to_counts_rejects_strings_pycocotools_cannot_write(bad):
         rle.string_to_counts(bad)
     with pytest.raises(ValueError, match="not a COCO RLE string"):
         rle.decode({"size": [1, 1], "counts": bad})
+
+
+@pytest.mark.parametrize("shape", [(1, 40), (40, 1), (2, 2), (0, 5), (5, 0)])
+def test_runs_of_thin_and_empty_masks_and_float_input(shape):
+    # one row (every change is a seam between columns), one column (no seams), empty masks; float 0/1
+    # masks (what predictors return) encode as their boolean form
+    m = np.random.default_rng(2).random(shape) < 0.5
+    assert rle.encode(m.astype(np.float32)) == rle.encode(m)
+    if m.size:
+        ref = coco.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode("ascii")
+        assert rle.encode(m)["counts"] == ref
+    else:
+        assert rle.encode(m)["counts"] == "" and rle.decode(rle.encode(m)).shape == shape
