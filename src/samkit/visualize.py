@@ -71,8 +71,10 @@ def mask_to_png(mask: np.ndarray) -> Image.Image:
 
 def mask_stats(mask: np.ndarray) -> dict:
     """Area and COCO-style bbox [x, y, width, height] of a boolean mask (zeros when empty)."""
-    m = np.asarray(mask).astype(bool)
-    area = int(m.sum())
+    m = np.asarray(mask)
+    if m.dtype != bool:
+        m = m.astype(bool)
+    area = int(np.count_nonzero(m))  # a popcount: several times quicker than summing bools
     if area == 0:
         return {"area": 0, "bbox": [0, 0, 0, 0]}
     ys = np.flatnonzero(m.any(axis=1))
