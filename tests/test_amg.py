@@ -239,6 +239,26 @@ def test_filters_only_remove(tiny_model, image):
     assert len(nms) <= len(some)
 
 
+def mask_bbox(m: np.ndarray) -> list[float]:
+    """The reference's XYWH box of a mask: first pixel, last pixel minus first."""
+    if not m.any():
+        return [0.0, 0.0, 0.0, 0.0]
+    ys, xs = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    return [float(xs[0]), float(ys[0]), float(xs[-1] - xs[0]), float(ys[-1] - ys[0])]
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_bbox_is_the_box_of_the_returned_mask(tiny_model, image, fast):
+    # the fast mode filters on low-res boxes; what it reports must still be the returned mask's box
+    # (scaled-up low-res boxes fell up to a few pixels short of the mask's right and bottom edges)
+    anns = samkit.AutomaticMaskGenerator(tiny_model, fast=fast, **OPEN).generate(image)
+    assert len(anns) == 48
+    # with crops too: their masks and boxes are placed in the whole image
+    anns += samkit.AutomaticMaskGenerator(tiny_model, fast=fast, crop_n_layers=1, **OPEN).generate(image)
+    for a in anns:
+        assert a["bbox"] == mask_bbox(a["segmentation"])
+
+
 def test_fast_mode_agrees_with_exact(tiny_model, image):
     kw = dict(
         points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.04, stability_score_offset=0.05

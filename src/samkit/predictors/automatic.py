@@ -277,7 +277,12 @@ class AutomaticMaskGenerator(ModelBacked):
 
         t = time.perf_counter()
         keep_l = keep.tolist()
-        masks = self._final_masks(low[keep], (ch, cw), crop_box, orig_hw)
+        masks, final_boxes = self._final_masks(low[keep], (ch, cw), crop_box, orig_hw)
+        if self.fast:
+            # the filters' boxes were scaled up from the low-res size (a right edge of 799 px could
+            # read 796): report, and compare across crops, the boxes of the masks returned
+            boxes = torch.zeros_like(boxes)
+            boxes[keep] = final_boxes.to(boxes.device)
         offset = torch.tensor([x0, y0, x0, y0])
         records = [
             {
@@ -413,21 +418,24 @@ class AutomaticMaskGenerator(ModelBacked):
 
     def _final_masks(
         self, low: torch.Tensor, crop_hw: tuple[int, int], crop_box: list[int], orig_hw: tuple[int, int]
-    ) -> list:
+    ) -> tuple[list, torch.Tensor]:
         """Full-resolution masks of the kept candidates, placed in the whole image: dense bool arrays
-        for 'binary_mask', uncompressed RLE otherwise (never all dense at once)."""
+        for 'binary_mask', uncompressed RLE otherwise (never all dense at once); and their boxes
+        (N, 4) XYXY in crop pixels."""
         x0, y0, x1, y1 = crop_box
         oh, ow = orig_hw
-        out = []
+        out, boxes = [], [torch.zeros(0, 4, dtype=torch.int64)]
         chunk = self._chunk(*crop_hw)
         for s in range(0, len(low), chunk):
             full = F.interpolate(
                 low[s : s + chunk, None], size=crop_hw, mode="bilinear", align_corners=False
             )[:, 0]
-            for m in (full > self.mask_threshold).cpu().numpy():
+            binary = full > self.mask_threshold
+            boxes.append(amg.batched_mask_to_box(binary).cpu())
+            for m in binary.cpu().numpy():
                 if (x0, y0, x1, y1) != (0, 0, ow, oh):
                     placed = np.zeros((oh, ow), dtype=bool)
                     placed[y0:y1, x0:x1] = m
                     m = placed
                 out.append(m if self.output_mode == "binary_mask" else rle.encode_uncompressed(m))
-        return out
+        return out, torch.cat(boxes)
