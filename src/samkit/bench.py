@@ -141,8 +141,9 @@ def image_figures(predictor, image: np.ndarray) -> dict[str, Callable[[], object
 
 def interleaved_medians(figures: dict[str, dict[str, Callable[[], object]]], runs: int) -> dict[str, dict]:
     """Median seconds of ``figures[contender][figure]()``, figure by figure, the contenders taking
-    turns run by run in alternating order (after one warm-up call each): this VM's speed drifts by 15-30% within minutes,
-    and measuring one contender after the other would hand the drift to whoever came last."""
+    turns run by run in alternating order (after one warm-up call each): this VM's speed drifts by
+    15-30% within minutes, and measuring one contender after the other would hand the drift to
+    whoever came last."""
     out: dict[str, dict] = {name: {} for name in figures}
     keys = list(dict.fromkeys(k for calls in figures.values() for k in calls))
     with torch.inference_mode():

@@ -277,23 +277,21 @@ class AutomaticMaskGenerator(ModelBacked):
 
         t = time.perf_counter()
         keep_l = keep.tolist()
+        # reported (and compared across crops): the boxes of the masks returned, as the reference
+        # reports them; the filters' boxes can differ (the fast mode scales them up from low res,
+        # where a right edge of 799 px could read 796)
         masks, final_boxes = self._final_masks(low[keep], (ch, cw), crop_box, orig_hw)
-        if self.fast:
-            # the filters' boxes were scaled up from the low-res size (a right edge of 799 px could
-            # read 796): report, and compare across crops, the boxes of the masks returned
-            boxes = torch.zeros_like(boxes)
-            boxes[keep] = final_boxes.to(boxes.device)
         offset = torch.tensor([x0, y0, x0, y0])
         records = [
             {
                 "_mask": m,
-                "_box": boxes[i] + offset,
+                "_box": box + offset,
                 "_crop": list(crop_box),
                 "predicted_iou": float(ious[i]),
                 "point_coords": [(points[i] + torch.tensor([x0, y0])).tolist()],
                 "stability_score": float(stability[i]),
             }
-            for i, m in zip(keep_l, masks)
+            for i, m, box in zip(keep_l, masks, final_boxes)
         ]
         self.timings["encode_masks"] += time.perf_counter() - t
         return records
