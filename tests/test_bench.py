@@ -45,6 +45,21 @@ def test_table_compares_video_with_the_fast_path_when_the_reference_tracks_under
     assert _ratios(autocast, "fast speed-up") == ["4.00x", "2.00x"]
 
 
+def test_table_compares_the_fast_path_with_the_bf16_reference_when_measured():
+    from samkit.bench import BenchResult
+
+    rows = {
+        "samkit-fast": {"encode_s": 0.01, "video1_s": 0.05},
+        "reference": {"encode_s": 0.04},
+        "reference-bf16": {"encode_s": 0.02, "video1_s": 0.025},
+    }
+    res = BenchResult(rows=rows, info={"reference_video_autocast": True})
+    assert _ratios(res, "fast speed-up") == ["4.00x", "-"]
+    assert _ratios(res, "fast/ref-bf16") == ["2.00x", "0.50x"]
+    del rows["reference-bf16"]
+    assert not any(line.startswith("fast/ref-bf16") for line in BenchResult(rows=rows).table().splitlines())
+
+
 def test_reference_video_runs_under_autocast_on_the_same_frames():
     """The reference's video predictor (memory stored in bf16) runs on the CPU under the bench's
     autocast, on the JPEG-written frames, and gives a time per tracked frame for each object count."""

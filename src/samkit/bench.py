@@ -11,7 +11,11 @@ one run, video the mean over the tracked frames.
 
 The reference's video predictor stores its memory in bfloat16 and runs only under autocast (as its own
 demo does on a GPU): its video figures are taken under bf16 autocast, on the CPU too, and compare with
-samkit's fast path.
+samkit's fast path. On a CUDA device the reference is also measured the way its README runs it there,
+every call under bf16 autocast (the ``reference-bf16`` row, which then holds its video figures).
+
+GPU work is asynchronous: every timed call ends with a device synchronization, so a figure is the time
+until the result exists, not until the work was queued.
 """
 
 from __future__ import annotations
@@ -31,14 +35,24 @@ VIDEO_OBJECTS = (1, 4)
 BATCH = 4  # images per set_image_batch call for the batched-throughput figure
 
 
+def _sync() -> None:
+    """Wait for queued GPU work (a no-op where CUDA was never used in this process)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    """Seconds from the call to its result, the GPU's queued work included."""
+    _sync()
+    t = time.perf_counter()
+    fn()
+    _sync()
+    return time.perf_counter() - t
+
+
 def median_seconds(fn: Callable[[], object], runs: int) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(max(1, runs)):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(_timed(fn) for _ in range(max(1, runs)))
 
 
 @dataclass
@@ -63,10 +77,14 @@ class BenchResult:
             lines.append(
                 f"{name:<14}" + "".join(f"{r[k]:>19.3f}" if k in r else f"{'-':>19}" for k, _ in present)
             )
-        for name, label in (("samkit", "speed-up"), ("samkit-fast", "fast speed-up")):
-            if "reference" not in self.rows or name not in self.rows:
+        for name, ref_name, label in (
+            ("samkit", "reference", "speed-up"),
+            ("samkit-fast", "reference", "fast speed-up"),
+            ("samkit-fast", "reference-bf16", "fast/ref-bf16"),
+        ):
+            if ref_name not in self.rows or name not in self.rows:
                 continue
-            ref, ours = self.rows["reference"], self.rows[name]
+            ref, ours = self.rows[ref_name], self.rows[name]
             ratios = []
             # the reference tracks under bf16 autocast (see the module docstring): compare the fast path
             autocast_ref = self.info.get("reference_video_autocast", False) and name == "samkit"
@@ -156,9 +174,7 @@ def interleaved_medians(figures: dict[str, dict[str, Callable[[], object]]], run
                 # the order flips every run, so that no contender always runs right after another
                 # (drift within a round then falls on each side alike)
                 for n in names if run % 2 == 0 else names[::-1]:
-                    t = time.perf_counter()
-                    figures[n][key]()
-                    times[n].append(time.perf_counter() - t)
+                    times[n].append(_timed(figures[n][key]))
             for n in names:
                 out[n][key] = statistics.median(times[n])
     return out
@@ -188,13 +204,21 @@ def samkit_long_figures(
         gen = AutomaticMaskGenerator(model, points_per_side=16, fast=model.precision == "bf16")
         out["auto_s"] = median_seconds(lambda: gen.generate(image), 1)
     frames = _video_frames(h, w, video_frames)
-    for n in video_objects:
+
+    def track(frames: list[np.ndarray], n: int) -> float:
         vp = VideoPredictor(model, progress=False)
         st = vp.init_state(frames)
         with torch.inference_mode():
             for i, point in enumerate(_video_clicks(n, h, w)):
                 vp.add_new_points_or_box(st, 0, i + 1, points=[point], labels=[1])
-            out[f"video{n}_s"] = _seconds_per_tracked_frame(vp.propagate_in_video(st))
+            return _seconds_per_tracked_frame(vp.propagate_in_video(st))
+
+    if video_objects:
+        # warm-up: a GPU's first tracking steps pick kernels and fill caches (0.67 s/frame for
+        # tiny's first tracked frames on an H100, against 0.1 after); the reference gets one too
+        track(frames[:2], video_objects[0])
+    for n in video_objects:
+        out[f"video{n}_s"] = track(frames, n)
     return out
 
 
@@ -205,8 +229,10 @@ def _video_clicks(n: int, h: int, w: int) -> list[list[float]]:
 def _seconds_per_tracked_frame(frames) -> float:
     """Mean seconds per frame of a propagate_in_video generator, after the prompted frame."""
     next(frames)  # the prompted frame: no tracking work
+    _sync()
     t = time.perf_counter()
     k = sum(1 for _ in frames)
+    _sync()
     return (time.perf_counter() - t) / max(k, 1)
 
 
@@ -228,7 +254,7 @@ def _reference_video(pred, frames: list[np.ndarray], objects: tuple[int, ...]) -
         for i, f in enumerate(frames):
             Image.fromarray(f).save(f"{folder}/{i:05d}.jpg", quality=95)
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16):
-            for n in objects:
+            for n in (objects[0], *objects) if objects else ():  # the first: a warm-up, as samkit's
                 st = pred.init_state(folder)
                 for i, point in enumerate(_video_clicks(n, h, w)):
                     pred.add_new_points_or_box(st, 0, i + 1, points=np.array([point]), labels=np.array([1]))
@@ -265,6 +291,8 @@ def run(
             "image": list(image.shape[:2]),
         }
     )
+    if model.device.type == "cuda":
+        res.info["gpu"] = torch.cuda.get_device_name(model.device)
     models = {"samkit": model}
     if model.precision == "fp32":
         models["samkit-fast"] = apply_precision(copy.deepcopy(model), "bf16")
@@ -279,6 +307,8 @@ def run(
             )
     predictors = {name: ImagePredictor(m) for name, m in models.items()}
     ref_model = _reference_model(model) if reference else None
+    # on a GPU the reference is also timed as its README runs it there: under bf16 autocast
+    ref_bf16 = ref_model is not None and model.device.type == "cuda"
     if ref_model is not None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -287,7 +317,11 @@ def run(
         res.info["reference"] = (
             "not measured: sam2 (with torchvision) is not importable or the model has no official config"
         )
-    medians = interleaved_medians({n: image_figures(p, image) for n, p in predictors.items()}, runs)
+    figures = {n: image_figures(p, image) for n, p in predictors.items()}
+    if ref_bf16:
+        calls = image_figures(SAM2ImagePredictor(ref_model), image)
+        figures["reference-bf16"] = {k: _under_autocast(f, model.device) for k, f in calls.items()}
+    medians = interleaved_medians(figures, runs)
     res.rows = {name: _as_figures(m) for name, m in medians.items()}
     if "samkit-fast" in predictors:
         with torch.inference_mode():
@@ -304,15 +338,31 @@ def run(
 
             gen = SAM2AutomaticMaskGenerator(ref_model, points_per_side=16)
             res.rows["reference"]["auto_s"] = median_seconds(lambda: gen.generate(image), 1)
+            if ref_bf16:
+                generate = _under_autocast(lambda: gen.generate(image), model.device)
+                res.rows["reference-bf16"]["auto_s"] = median_seconds(generate, 1)
         try:
-            res.rows["reference"].update(_reference_video_rows(model, image))
+            res.rows["reference-bf16" if ref_bf16 else "reference"].update(
+                _reference_video_rows(model, image)
+            )
             res.info["reference_video_autocast"] = True
             res.info["reference_video"] = (
                 "reference video under bf16 autocast (its video predictor needs it): compare samkit-fast"
+                + (" (in the reference-bf16 row)" if ref_bf16 else "")
             )
         except Exception as e:  # its video path needs more than its image path; keep the rest
             res.info["reference_video"] = f"reference video not measured: {type(e).__name__}: {e}"
     return res
+
+
+def _under_autocast(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` called under bf16 autocast on ``device`` (and inference mode, as the timings run)."""
+
+    def call():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
+            return fn()
+
+    return call
 
 
 def _reference_model(model: SAM2Model):

@@ -648,7 +648,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         compile=not args.no_compile,
     )
     print(
-        f"{res.info['model']} on {res.info['device']}, {res.info['threads']} threads, torch {res.info['torch']}, "
+        f"{res.info['model']} on {res.info['device']}"
+        + (f" ({res.info['gpu']})" if "gpu" in res.info else "")
+        + f", {res.info['threads']} threads, torch {res.info['torch']}, "
         f"image {res.info['image'][1]}x{res.info['image'][0]}"
     )
     print(res.table())
