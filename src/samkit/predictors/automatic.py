@@ -276,22 +276,26 @@ class AutomaticMaskGenerator(ModelBacked):
         self.timings["nms"] += time.perf_counter() - t
 
         t = time.perf_counter()
-        keep_l = keep.tolist()
         # reported (and compared across crops): the boxes of the masks returned, as the reference
         # reports them; the filters' boxes can differ (the fast mode scales them up from low res,
         # where a right edge of 799 px could read 796)
         masks, final_boxes = self._final_masks(low[keep], (ch, cw), crop_box, orig_hw)
         offset = torch.tensor([x0, y0, x0, y0])
+        # the kept candidates' values moved to the host once (on a GPU, per-item reads would each wait)
+        keep_cpu = keep.cpu()
+        ious_l = ious.cpu()[keep_cpu].tolist()
+        stability_l = stability.cpu()[keep_cpu].tolist()
+        points_l = (points.cpu()[keep_cpu] + torch.tensor([x0, y0])).tolist()
         records = [
             {
                 "_mask": m,
                 "_box": box + offset,
                 "_crop": list(crop_box),
-                "predicted_iou": float(ious[i]),
-                "point_coords": [(points[i] + torch.tensor([x0, y0])).tolist()],
-                "stability_score": float(stability[i]),
+                "predicted_iou": iou,
+                "point_coords": [pt],
+                "stability_score": stab,
             }
-            for i, m, box in zip(keep_l, masks, final_boxes)
+            for m, box, iou, pt, stab in zip(masks, final_boxes, ious_l, points_l, stability_l)
         ]
         self.timings["encode_masks"] += time.perf_counter() - t
         return records
@@ -377,7 +381,7 @@ class AutomaticMaskGenerator(ModelBacked):
                 continue
             boxes = boxes[keep]
             if self.fast:  # back to crop pixels
-                scale = torch.tensor([cw / score_hw[1], ch / score_hw[0]] * 2)
+                scale = torch.tensor([cw / score_hw[1], ch / score_hw[0]] * 2, device=boxes.device)
                 boxes = (boxes.float() * scale).floor().long()
             idx = keep.nonzero()[:, 0]
             edge = amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, ow, oh])
@@ -411,7 +415,7 @@ class AutomaticMaskGenerator(ModelBacked):
             keep = self._stable(stab[-1])
             boxes.append(torch.zeros(len(full), 4, dtype=torch.int64))
             if keep.any():
-                boxes[-1][keep] = amg.batched_mask_to_box(full[keep] > self.mask_threshold).cpu()
+                boxes[-1][keep.cpu()] = amg.batched_mask_to_box(full[keep] > self.mask_threshold).cpu()
         return torch.cat(stab), torch.cat(boxes).to(low.device)
 
     def _final_masks(
