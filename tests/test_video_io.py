@@ -104,3 +104,64 @@ def test_frame_index_errors(mp4):
         v.frame(-1)
     with pytest.raises(TypeError):
         v.frame(1.5)
+
+
+def _preprocess_by_formula(frame: np.ndarray, size: int):
+    """The reference's video frame preparation written out: PIL bicubic resize, /255 in float64, then
+    ImageNet mean/std in float32."""
+    import torch
+    from PIL import Image
+
+    resized = np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
+    x = torch.from_numpy(resized / 255.0).permute(2, 0, 1).float()
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    return (x - mean) / std
+
+
+def test_preprocess_frame_looks_up_the_formulas_bits():
+    import torch
+
+    from samkit.video_io import preprocess_frame
+
+    rng = np.random.default_rng(0)
+    # every 8-bit level in every channel, several shapes (up and down), a flat white frame
+    frames = [rng.integers(0, 256, (77, 131, 3), dtype=np.uint8), np.full((10, 10, 3), 255, np.uint8)]
+    frames.append(np.stack([np.arange(256, dtype=np.uint8).reshape(16, 16)] * 3, -1))
+    for frame in frames:
+        for size in (64, 97):
+            got = preprocess_frame(frame, size)
+            assert got.dtype == torch.float32 and got.is_contiguous() and got.shape == (3, size, size)
+            assert torch.equal(got, _preprocess_by_formula(frame, size))
+
+
+def test_frame_cache_prefetch_gives_the_same_frames(mp4):
+    import torch
+
+    plain = FrameCache(VideoFile(mp4), size=64, capacity=4)
+    ahead = FrameCache(VideoFile(mp4), size=64, capacity=4)
+    for i in range(12):
+        ahead.prefetch(i + 1)
+        ahead.prefetch(i + 1)  # asking twice starts one read
+        assert torch.equal(ahead[i], plain[i])
+    assert len(ahead._pending) <= 1 and len(ahead._items) == 4
+    ahead.prefetch(-1)
+    ahead.prefetch(30)  # out of range: nothing to do
+    for i in range(20):
+        ahead.prefetch(i)
+    assert len(ahead._pending) <= 4  # bounded: the oldest requests are dropped
+
+
+def test_frame_cache_prefetch_failure_raises_where_the_frame_is_used(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i, f in enumerate(synthetic_frames(3)):
+        Image.fromarray(f).save(folder / f"{i}.png")
+    cache = FrameCache(FrameFolder(folder), size=32)
+    (folder / "2.png").write_bytes(b"not a png")
+    cache.prefetch(2)  # fails in the background, silently
+    assert cache[0].shape == (3, 32, 32)
+    with pytest.raises(VideoReadError, match="2.png"):
+        cache[2]

@@ -58,6 +58,15 @@ def test_batched_objects_equal_one_by_one(tiny_model):
     assert_same(batched, single)
 
 
+def test_prefetching_frames_gives_the_same_masks(tiny_model):
+    assert make(tiny_model).prefetch_frames is False  # the default on a CPU
+    _, plain = run(make(tiny_model, prefetch_frames=False), reverse_from=23)
+    pred = make(tiny_model, prefetch_frames=True)
+    state, ahead = run(pred, reverse_from=23)
+    assert_same(plain, ahead, atol=0)
+    assert state.frames._executor is not None  # frames were read ahead, both ways
+
+
 def test_offload_flags_give_the_same_masks(tiny_model):
     _, plain = run(make(tiny_model))
     pred = make(tiny_model)

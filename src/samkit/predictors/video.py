@@ -162,6 +162,8 @@ class VideoPredictor(ModelBacked):
         keep_window: frames around the tracking front and prompted frames whose state is kept (default 16).
         feature_cache_size / frame_cache_size: frames whose backbone features / pixels stay cached.
         progress: show a progress bar while propagating.
+        prefetch_frames: read and resize the next frame in a background thread while the current one
+            is tracked (default: on a GPU, where that CPU work otherwise leaves the GPU idle).
     """
 
     def __init__(
@@ -178,6 +180,7 @@ class VideoPredictor(ModelBacked):
         feature_cache_size: int = 4,
         frame_cache_size: int = 8,
         progress: bool = True,
+        prefetch_frames: bool | None = None,
     ) -> None:
         if not isinstance(model, SAM2Model):
             raise TypeError(
@@ -202,6 +205,7 @@ class VideoPredictor(ModelBacked):
         self.feature_cache_size = max(1, feature_cache_size)
         self.frame_cache_size = max(1, frame_cache_size)
         self.progress = progress
+        self.prefetch_frames = model.device.type != "cpu" if prefetch_frames is None else prefetch_frames
 
     # --- session ------------------------------------------------------------------------------
 
@@ -471,7 +475,10 @@ class VideoPredictor(ModelBacked):
             order = range(start_frame_idx, end + 1)
 
         objects = list(state.objects.values())
-        for frame_idx in tqdm(order, desc="propagate in video", disable=not self.progress):
+        for k, frame_idx in enumerate(tqdm(order, desc="propagate in video", disable=not self.progress)):
+            if self.prefetch_frames and k + 1 < len(order) and state.features.get(order[k + 1]) is None:
+                # the next frame is read and resized while this one runs (the GPU's time, on a GPU)
+                state.frames.prefetch(order[k + 1])
             masks: list[torch.Tensor | None] = [None] * len(objects)
             todo = []
             for i, obj in enumerate(objects):
