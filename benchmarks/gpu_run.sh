@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU table, on a lent GPU machine (see the device tool): for each variant, make its perturbed
+# official-layout checkpoint, check samkit against the reference there (benchmarks/gpu_check.py), and
+# run `samkit bench` on the GPU. Everything goes to OUTDIR (check-VARIANT.json, bench-VARIANT.txt).
+#
+#   bash benchmarks/gpu_run.sh OUTDIR DEPS_DIR VARIANT...
+#
+# DEPS_DIR holds what that machine lacks, as plain package folders (sam2 without its extension, hydra,
+# omegaconf, antlr4, iopath), and data/truck.jpg and data/bedroom/*.jpg. Each step has its own time
+# limit, so one that hangs leaves the others their time.
+set -u
+out=$1 deps=$2
+shift 2
+export PYTHONPATH="$PWD/src:$deps:$PWD/tests" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
+for v in "$@"; do
+    ck=/tmp/ck/$v.pt
+    timeout 180 python3 -c "import oracle; oracle.make_checkpoint('$v', '$ck')" || { echo "no checkpoint for $v"; continue; }
+    echo "== bench $v"
+    timeout 300 python3 -m samkit bench --device cuda --model "$v" --checkpoint "$ck" \
+        --image "$deps/data/truck.jpg" --runs 10 --no-compile 2>&1 | grep -v "it/s]" | tee "$out/bench-$v.txt"
+    echo "== check $v"
+    timeout 240 python3 benchmarks/gpu_check.py --model "$v" --checkpoint "$ck" --image "$deps/data/truck.jpg" \
+        --frames "$deps/data/bedroom" --json "$out/check-$v.json" 2>&1 | grep -v "it/s]" | tee "$out/check-$v.txt"
+done
