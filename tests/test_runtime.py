@@ -40,3 +40,15 @@ def test_has_fast_bf16_answers_per_device():
         flags = open("/proc/cpuinfo").read()
         assert cpu == ("avx512_bf16" in flags or "amx_tile" in flags)
     assert has_fast_bf16(torch.device("cpu")) == cpu
+
+
+def test_bf16_pays_for_light_work_only_on_cpus_with_fast_bf16():
+    """The fast path's bf16 mask decoder and tracking autocast: on CPUs with fast bf16 only (on a GPU
+    they are launch-bound and bf16 adds cast kernels), whatever CUDA reports."""
+    import torch
+
+    from samkit.runtime import bf16_pays_for_light_work, has_fast_bf16
+
+    assert bf16_pays_for_light_work("cpu") == has_fast_bf16("cpu")
+    assert bf16_pays_for_light_work(torch.device("cuda")) is False
+    assert bf16_pays_for_light_work("meta") is False

@@ -14,7 +14,7 @@ import ctypes
 import ctypes.util
 import sys
 
-__all__ = ["has_fast_bf16", "tune_allocator"]
+__all__ = ["bf16_pays_for_light_work", "has_fast_bf16", "tune_allocator"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -61,3 +61,16 @@ def has_fast_bf16(device) -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:
         return False
+
+
+def bf16_pays_for_light_work(device) -> bool:
+    """Whether the fast path should also run the light models in bfloat16 on ``device``: the mask
+    decoder of a click and the memory attention of a tracked frame (the image encoder runs in bf16
+    on every device, and so does the automatic mask generator's decoder where bf16 is fast). On CPUs with fast bf16, yes: their matmuls run 4-6x faster. On CUDA, no: at
+    these sizes a GPU waits on kernel launches, and bf16 only adds cast kernels. Measured on an H100
+    (tiny, 1800x1200): a click 5.8 ms with the bf16 decoder against 5.6 without; a tracked frame
+    0.0385 s under autocast against 0.032 without (frames cached; 780 kernel launches against 640)."""
+    import torch
+
+    dev = torch.device(device)
+    return dev.type == "cpu" and has_fast_bf16(dev)

@@ -110,12 +110,16 @@ class SAM2Model(nn.Module):
     def precision(self) -> str:
         return "bf16" if self.image_encoder.trunk.patch_embed.proj.weight.dtype == torch.bfloat16 else "fp32"
 
-    def fast_mask_decoder(self) -> MaskDecoder:
-        """The mask decoder the fast path decodes with: :meth:`bf16_mask_decoder` where bf16 matmuls
-        are fast (:func:`samkit.runtime.has_fast_bf16`), else the model's own float32 decoder."""
-        from ..runtime import has_fast_bf16
+    def fast_mask_decoder(self, many_prompts: bool = False) -> MaskDecoder:
+        """The mask decoder the fast path decodes with: :meth:`bf16_mask_decoder` where that pays,
+        else the model's own float32 decoder. For a click's few prompts that is on CPUs with fast
+        bf16, not GPUs (:func:`samkit.runtime.bf16_pays_for_light_work`); with ``many_prompts`` (the
+        automatic mask generator's batches of 64 points) wherever bf16 is fast, GPUs too: there the
+        work is large enough to gain (tiny on an H100: 16x16 points in 0.05 s against 0.18)."""
+        from ..runtime import bf16_pays_for_light_work, has_fast_bf16
 
-        return self.bf16_mask_decoder() if has_fast_bf16(self.device) else self.sam_mask_decoder
+        pays = has_fast_bf16(self.device) if many_prompts else bf16_pays_for_light_work(self.device)
+        return self.bf16_mask_decoder() if pays else self.sam_mask_decoder
 
     def bf16_mask_decoder(self) -> MaskDecoder:
         """A copy of the mask decoder whose image side runs in bfloat16, made on first use and shared by
@@ -144,15 +148,16 @@ class SAM2Model(nn.Module):
 
     def fast_autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for the fast path's tracking steps (memory attention): bfloat16 autocast on
-        this model's device for a ``precision="bf16"`` model where bf16 matmuls are fast
-        (:func:`samkit.runtime.has_fast_bf16`); elsewhere, and always for float32 models, a no-op, so
+        this model's device for a ``precision="bf16"`` model where that pays
+        (:func:`samkit.runtime.bf16_pays_for_light_work`: CPUs with fast bf16, not GPUs); elsewhere,
+        and always for float32 models, a no-op, so
         the exact path keeps the reference's numbers. Autocast runs the matmuls and attention in bf16
         (4-6x faster with AMX) and keeps layer norms and residual sums in float32; callers cast the
         result back with ``.float()``."""
-        from ..runtime import has_fast_bf16
+        from ..runtime import bf16_pays_for_light_work
 
         dev = self.device
-        if self.precision != "bf16" or not has_fast_bf16(dev):
+        if self.precision != "bf16" or not bf16_pays_for_light_work(dev):
             return contextlib.nullcontext()
         return torch.autocast(dev.type, dtype=torch.bfloat16)
 

@@ -167,7 +167,7 @@ class AutomaticMaskGenerator(ModelBacked):
         self.multimask_output = multimask_output
         self.fast = fast
         # the fast mode decodes the grid with the bf16-image-side decoder copy where bf16 is fast
-        self._decoder = model.fast_mask_decoder() if fast else None
+        self._decoder = model.fast_mask_decoder(many_prompts=True) if fast else None
         self.timings: dict[str, float] = {}
 
     @staticmethod
