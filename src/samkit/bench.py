@@ -250,15 +250,21 @@ def _reference_video(pred, frames: list[np.ndarray], objects: tuple[int, ...]) -
     h, w = frames[0].shape[:2]
     dev = next(pred.parameters()).device
     out: dict[str, float] = {}
+    loads = []
     with tempfile.TemporaryDirectory() as folder:
         for i, f in enumerate(frames):
             Image.fromarray(f).save(f"{folder}/{i:05d}.jpg", quality=95)
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16):
             for n in (objects[0], *objects) if objects else ():  # the first: a warm-up, as samkit's
-                st = pred.init_state(folder)
+                t = time.perf_counter()
+                st = pred.init_state(folder)  # reads and resizes every frame, before any tracking
+                loads.append((time.perf_counter() - t) / len(frames))
                 for i, point in enumerate(_video_clicks(n, h, w)):
                     pred.add_new_points_or_box(st, 0, i + 1, points=np.array([point]), labels=np.array([1]))
                 out[f"video{n}_s"] = _seconds_per_tracked_frame(pred.propagate_in_video(st))
+    if loads:
+        # samkit reads each frame while it tracks (inside its figures); the reference, all up front
+        out["frames_load_s"] = statistics.median(loads[1:] or loads)
     return out
 
 
@@ -342,9 +348,9 @@ def run(
                 generate = _under_autocast(lambda: gen.generate(image), model.device)
                 res.rows["reference-bf16"]["auto_s"] = median_seconds(generate, 1)
         try:
-            res.rows["reference-bf16" if ref_bf16 else "reference"].update(
-                _reference_video_rows(model, image)
-            )
+            video = _reference_video_rows(model, image)
+            res.info["reference_frames_load_s"] = video.pop("frames_load_s", None)
+            res.rows["reference-bf16" if ref_bf16 else "reference"].update(video)
             res.info["reference_video_autocast"] = True
             res.info["reference_video"] = (
                 "reference video under bf16 autocast (its video predictor needs it): compare samkit-fast"
