@@ -109,7 +109,37 @@ def test_token_order_upscaling_equals_the_convolutions(tiny_model):
         x = src.transpose(1, 2).reshape(b, c, h, w)
         up = act2(dc2(act1(ln1(dc1(x) + feats[1]))) + feats[0])
         want = (hyper @ up.flatten(2)).reshape(b, m, 4 * h, 4 * w)
+        # the untiled version GPUs run: the same, in a few whole-batch operations
+        untiled = md._upscale_tokens_untiled(
+            dec.output_upscaling, src, hyper, (h, w), dec.prepare_skips(feats), torch.empty_like(want)
+        )
     close(got, want)
+    close(untiled, want)
+
+
+def test_upscaling_is_untiled_off_the_cpu(tiny_model, monkeypatch):
+    """mask_logits takes the tiled upscaling on the CPU and the untiled one elsewhere (here the meta
+    device, where shapes are all there is)."""
+    import copy
+
+    dec = tiny_model.sam_mask_decoder
+    c, h, w, b, m = dec.transformer_dim, 16, 16, 3, 4
+    calls = []
+    for name in ("_upscale_tokens", "_upscale_tokens_untiled"):
+        real = getattr(md, name)
+        monkeypatch.setattr(md, name, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
+    skips = (torch.randn(h * w, c), torch.randn(4 * h * w, c // 2))
+    with torch.inference_mode():
+        dec.mask_logits(torch.randn(b, h * w, c), torch.randn(b, m, c // 8), (h, w), skips=skips)
+        meta = copy.deepcopy(dec).to("meta")
+        out = meta.mask_logits(
+            torch.randn(b, h * w, c, device="meta"),
+            torch.randn(b, m, c // 8, device="meta"),
+            (h, w),
+            skips=tuple(x.to("meta") for x in skips),
+        )
+    assert calls == ["_upscale_tokens", "_upscale_tokens_untiled"]
+    assert out.shape == (b, m, 4 * h, 4 * w) and out.device.type == "meta"
 
 
 def decoder_inputs(model, n: int, dtype: torch.dtype = torch.float32):
