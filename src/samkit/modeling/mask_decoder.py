@@ -347,6 +347,21 @@ class MaskDecoder(nn.Module):
 _UPSCALE_ROWS = 16
 
 
+def _token_order_weights(
+    upscaling: nn.Sequential, skips: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype
+):
+    """The upscaling's weights for token-order matmuls, in ``dtype``: the two transposed convolutions'
+    (C_in, C_out, 2, 2) as (C_in, 4 * C_out), columns ordered (sub-row, sub-col, channel); the skips;
+    and the channel LayerNorm as a function of (N, C) rows."""
+    dc1, ln1, _, dc2, _ = upscaling
+    c1, c2 = dc1.out_channels, dc2.out_channels
+    w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1).to(dtype)
+    w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(dtype)
+    s1, s0 = (x.to(dtype) for x in skips)
+    ln_w, ln_b = ln1.weight.to(dtype), ln1.bias.to(dtype)
+    return w1, w2, s1, s0, lambda y: F.layer_norm(y, (c1,), ln_w, ln_b, ln1.eps)
+
+
 def _upscale_tokens(
     upscaling: nn.Sequential,
     src: torch.Tensor,
@@ -365,17 +380,11 @@ def _upscale_tokens(
     Writes masks (B, M, 4h, 4w) into ``out``. Equal to the channels-first computation up to float
     rounding.
     """
-    dc1, ln1, _, dc2, _ = upscaling
     b, m = hyper_in.shape[:2]
     h, w = hw
-    c1, c2 = dc1.out_channels, dc2.out_channels
-    dt = src.dtype
-    # weights (C_in, C_out, 2, 2) -> (C_in, 4 * C_out), columns ordered (sub-row, sub-col, channel)
-    w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1).to(dt)
-    w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(dt)
-    s1, s0 = (x.to(dt) for x in skips)
-    ln_w, ln_b = ln1.weight.to(dt), ln1.bias.to(dt)
-    filters = hyper_in.to(dt)  # (B, M, C/8)
+    w1, w2, s1, s0, ln = _token_order_weights(upscaling, skips, src.dtype)
+    c1, c2 = w2.shape[0], w2.shape[1] // 4
+    filters = hyper_in.to(src.dtype)  # (B, M, C/8)
 
     for r0 in range(0, h, _UPSCALE_ROWS):
         r1 = min(h, r0 + _UPSCALE_ROWS)
@@ -384,7 +393,7 @@ def _upscale_tokens(
         for i in range(b):
             y = torch.addmm(s1[t0:t1], src[i, t0:t1], w1).view(rows, w, 2, 2, c1)
             y = y.transpose(1, 2).reshape(-1, c1)  # rows: 2h x 2w pixels in image order
-            y = F.gelu(F.layer_norm(y, (c1,), ln_w, ln_b, ln1.eps))
+            y = F.gelu(ln(y))
             z = F.gelu(torch.addmm(s0[4 * t0 : 4 * t1], y, w2)).view(2 * rows, 2 * w, 2, 2, c2)
             z = z.transpose(1, 2).reshape(-1, c2)  # rows: 4h x 4w pixels in image order
             torch.mm(filters[i], z.t(), out=out[i, :, 4 * r0 : 4 * r1].view(m, -1))
@@ -403,19 +412,15 @@ def _upscale_tokens_untiled(
     ops on whole (B, tokens, channels) tensors, for devices where each operation is a kernel launch
     and nothing is gained by staying in a cache (the tiled version makes ~16k operations for 64
     prompts of a 64x64 grid, this one a few dozen). Writes masks (B, M, 4h, 4w) into ``out``."""
-    dc1, ln1, _, dc2, _ = upscaling
     b, m = hyper_in.shape[:2]
     h, w = hw
-    c1, c2 = dc1.out_channels, dc2.out_channels
-    dt = src.dtype
-    w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1).to(dt)
-    w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(dt)
-    s1, s0 = (x.to(dt) for x in skips)
+    w1, w2, s1, s0, ln = _token_order_weights(upscaling, skips, src.dtype)
+    c1, c2 = w2.shape[0], w2.shape[1] // 4
     # (the skips are shared by all prompts: broadcast, not copied)
     y = torch.baddbmm(s1.expand(b, -1, -1), src.reshape(b, h * w, -1), w1.expand(b, -1, -1))
     y = y.view(b, h, w, 2, 2, c1).transpose(2, 3).reshape(b, -1, c1)  # 2h x 2w pixels in image order
-    y = F.gelu(F.layer_norm(y, (c1,), ln1.weight.to(dt), ln1.bias.to(dt), ln1.eps))
+    y = F.gelu(ln(y))
     z = F.gelu(torch.baddbmm(s0.expand(b, -1, -1), y, w2.expand(b, -1, -1))).view(b, 2 * h, 2 * w, 2, 2, c2)
     z = z.transpose(2, 3).reshape(b, -1, c2)  # rows: per prompt, 4h x 4w pixels in image order
-    torch.bmm(hyper_in.to(dt), z.transpose(1, 2), out=out.view(b, m, -1))
+    torch.bmm(hyper_in.to(src.dtype), z.transpose(1, 2), out=out.view(b, m, -1))
     return out
