@@ -7,7 +7,12 @@
 #
 # DEPS_DIR holds what that machine lacks, as plain package folders (sam2 without its extension, hydra,
 # omegaconf, antlr4, iopath), and data/truck.jpg and data/bedroom/*.jpg. Each step has its own time
-# limit, so one that hangs leaves the others their time.
+# limit, so one that hangs leaves the others their time. To make it here (an ignored folder, carried):
+#   d=.devpkgs; mkdir -p $d/data/bedroom; sp=$(python3 -c 'import sam2,os;print(os.path.dirname(os.path.dirname(sam2.__file__)))')
+#   for p in sam2 hydra omegaconf antlr4 iopath; do cp -r $sp/$p $d/; done
+#   cp ../shared/data/images/truck.jpg $d/data/; cp $(ls ../shared/data/videos/bedroom/*.jpg | head -8) $d/data/bedroom/
+# benchmarks/gpu_smoke.py (the server step) also needs fastapi, starlette, pydantic(-core), python-multipart,
+# annotated-types, typing-inspection and opentelemetry-api there: carry them as cp312 wheels.
 set -u
 out=$1 deps=$2
 shift 2
