@@ -66,10 +66,11 @@ def has_fast_bf16(device) -> bool:
 def bf16_pays_for_light_work(device) -> bool:
     """Whether the fast path should also run the light models in bfloat16 on ``device``: the mask
     decoder of a click and the memory attention of a tracked frame (the image encoder runs in bf16
-    on every device, and so does the automatic mask generator's decoder where bf16 is fast). On CPUs with fast bf16, yes: their matmuls run 4-6x faster. On CUDA, no: at
-    these sizes a GPU waits on kernel launches, and bf16 only adds cast kernels. Measured on an H100
-    (tiny, 1800x1200): a click 5.8 ms with the bf16 decoder against 5.6 without; a tracked frame
-    0.0385 s under autocast against 0.032 without (frames cached; 780 kernel launches against 640)."""
+    on every device, and so does the automatic mask generator's decoder where bf16 is fast). On CPUs
+    with fast bf16, yes: their matmuls run 4-6x faster. On CUDA, no: at these sizes a GPU waits on
+    kernel launches, and bf16 only adds cast kernels. Measured on an H100 (tiny, 1800x1200): a click
+    5.8 ms with the bf16 decoder against 5.6 without; a tracked frame 0.0385 s under autocast against
+    0.032 without (frames cached; 780 kernel launches against 640)."""
     import torch
 
     dev = torch.device(device)

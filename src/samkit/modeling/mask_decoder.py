@@ -410,8 +410,8 @@ def _upscale_tokens_untiled(
 ) -> torch.Tensor:
     """:func:`_upscale_tokens` for all prompts and grid rows at once: the same matmuls and row-wise
     ops on whole (B, tokens, channels) tensors, for devices where each operation is a kernel launch
-    and nothing is gained by staying in a cache (the tiled version makes ~16k operations for 64
-    prompts of a 64x64 grid, this one a few dozen). Writes masks (B, M, 4h, 4w) into ``out``."""
+    and nothing is gained by staying in a cache (for 64 prompts of a 64x64 grid the tiled version
+    makes 14.9k PyTorch operations, 1.5k of them matmuls, norms and GELUs; this one 74, 6 of them). Writes masks (B, M, 4h, 4w) into ``out``."""
     b, m = hyper_in.shape[:2]
     h, w = hw
     w1, w2, s1, s0, ln = _token_order_weights(upscaling, skips, src.dtype)

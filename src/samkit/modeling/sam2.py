@@ -150,10 +150,9 @@ class SAM2Model(nn.Module):
         """Mixed precision for the fast path's tracking steps (memory attention): bfloat16 autocast on
         this model's device for a ``precision="bf16"`` model where that pays
         (:func:`samkit.runtime.bf16_pays_for_light_work`: CPUs with fast bf16, not GPUs); elsewhere,
-        and always for float32 models, a no-op, so
-        the exact path keeps the reference's numbers. Autocast runs the matmuls and attention in bf16
-        (4-6x faster with AMX) and keeps layer norms and residual sums in float32; callers cast the
-        result back with ``.float()``."""
+        and always for float32 models, a no-op, so the exact path keeps the reference's numbers.
+        Autocast runs the matmuls and attention in bf16 (4-6x faster with AMX) and keeps layer norms
+        and residual sums in float32; callers cast the result back with ``.float()``."""
         from ..runtime import bf16_pays_for_light_work
 
         dev = self.device
