@@ -59,13 +59,11 @@ def check_image(model, fast, ref_model, image: np.ndarray) -> dict:
     with torch.inference_mode():
         for p in (ours, quick, ref):
             p.set_image(image)
-        prompts = [dict(point_coords=[pt], point_labels=[1]) for pt in clicks(h, w)]
-        prompts.append(dict(box=[w * 0.2, h * 0.2, w * 0.7, h * 0.8], multimask_output=False))
+        # numpy prompts: the reference's predict takes arrays, not lists
+        prompts = [dict(point_coords=np.array([pt]), point_labels=np.array([1])) for pt in clicks(h, w)]
+        prompts.append(dict(box=np.array([w * 0.2, h * 0.2, w * 0.7, h * 0.8]), multimask_output=False))
         ious, score_diffs, logit_diffs, fast_ious = [], [], [], []
         for kw in prompts:
-            kw = {k: np.asarray(v) for k, v in kw.items() if k != "multimask_output"} | {
-                k: v for k, v in kw.items() if k == "multimask_output"
-            }
             m, s, lo = ours.predict(**kw)
             rm, rs, rlo = ref.predict(**kw)
             fm, _, _ = quick.predict(**kw)
