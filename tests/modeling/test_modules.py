@@ -224,3 +224,30 @@ def test_query_pooling_equals_max_pool2d(dtype, shape, stride):
     assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
     assert got.isnan().sum() == want.isnan().sum() == 1
     assert _pool(x, None) is x
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 4096])
+@pytest.mark.parametrize(
+    "q_shape,k_shape", [((2, 3, 40, 16), (2, 3, 40, 16)), ((4, 2, 10, 16), (4, 2, 40, 16))]
+)
+def test_attention_by_matmuls_matches_the_fused_kernel(monkeypatch, chunk_bytes, q_shape, k_shape):
+    """common.attention on the route CPUs without AMX take in bfloat16 (matmuls and a softmax, whole
+    or in query chunks) stays within bf16 rounding of F.scaled_dot_product_attention; float32 and
+    autograd always take the fused kernel, exactly."""
+    from samkit.modeling import common
+
+    monkeypatch.setattr(common, "_BF16_ATTENTION_BY_MATMULS", True)
+    monkeypatch.setattr(common, "_SCORE_CHUNK_BYTES", chunk_bytes)
+    torch.manual_seed(0)
+    q, k, v = torch.randn(q_shape), torch.randn(k_shape), torch.randn(k_shape)
+    want = F.scaled_dot_product_attention(q, k, v)
+    with torch.inference_mode():
+        assert torch.equal(common.attention(q, k, v), want)
+        # a non-contiguous query view, as the trunk passes (B, N, H, d) transposed
+        qb = q.transpose(1, 2).contiguous().transpose(1, 2).to(torch.bfloat16)
+        got = common.attention(qb, k.to(torch.bfloat16), v.to(torch.bfloat16))
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    assert (got.float() - want).abs().max() < 0.05
+    qg = q.to(torch.bfloat16).requires_grad_()
+    common.attention(qg, k.to(torch.bfloat16), v.to(torch.bfloat16)).float().sum().backward()
+    assert qg.grad is not None and torch.isfinite(qg.grad).all()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import HieraConfig
-from .common import MLP, linear
+from .common import MLP, attention, linear
 
 
 def _pool(x: torch.Tensor, stride: tuple[int, int] | None) -> torch.Tensor:
@@ -78,7 +78,7 @@ class MultiScaleAttention(nn.Module):
             q = _pool(q.reshape(b, h, w, -1), self.q_stride)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return linear(self.proj, out.transpose(1, 2).reshape(b, h, w, -1))
 
 

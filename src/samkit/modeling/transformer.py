@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP
+from .common import MLP, attention
 from .position_encoding import apply_rope, axial_rope_angles, rope_rotations
 
 
@@ -60,7 +60,7 @@ class Attention(nn.Module):
             q, k, v = q.to(dt), k.to(dt), v.to(dt)
         b = max(q.shape[0], k.shape[0], v.shape[0])
         q, k, v = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (q, k, v))
-        return project(self.out_proj, self._merge(F.scaled_dot_product_attention(q, k, v)))
+        return project(self.out_proj, self._merge(attention(q, k, v)))
 
     # The decoder's cross attentions pair a few tokens (T: output tokens + prompt points, about 8)
     # with thousands of image tokens (N = 4096). With H heads of width d = D / H, projecting the N
@@ -204,7 +204,7 @@ class RoPEAttention(Attention):
                 apply_rope(k[:, :, :n_rope], rot, out=k[:, :, :n_rope])
             else:
                 k = apply_rope(k, rot)
-        return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+        return self.out_proj(self._merge(attention(q, k, v)))
 
 
 class TwoWayAttentionBlock(nn.Module):
