@@ -232,8 +232,8 @@ def test_query_pooling_equals_max_pool2d(dtype, shape, stride):
 )
 def test_attention_by_matmuls_matches_the_fused_kernel(monkeypatch, chunk_bytes, q_shape, k_shape):
     """common.attention on the route CPUs without AMX take in bfloat16 (matmuls and a softmax, whole
-    or in query chunks) stays within bf16 rounding of F.scaled_dot_product_attention; float32 and
-    autograd always take the fused kernel, exactly."""
+    or in query chunks) stays within bf16 rounding of F.scaled_dot_product_attention; float32 is the
+    fused kernel's result exactly; with autograd on, gradients flow; empty inputs do not fail."""
     from samkit.modeling import common
 
     monkeypatch.setattr(common, "_BF16_ATTENTION_BY_MATMULS", True)
@@ -251,3 +251,6 @@ def test_attention_by_matmuls_matches_the_fused_kernel(monkeypatch, chunk_bytes,
     qg = q.to(torch.bfloat16).requires_grad_()
     common.attention(qg, k.to(torch.bfloat16), v.to(torch.bfloat16)).float().sum().backward()
     assert qg.grad is not None and torch.isfinite(qg.grad).all()
+    with torch.inference_mode():
+        empty = common.attention(qb[..., :0, :], k.to(torch.bfloat16), v.to(torch.bfloat16))
+    assert empty.shape == (*q_shape[:2], 0, q_shape[-1])

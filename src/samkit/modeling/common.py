@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,12 +111,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
         and q.dtype == torch.bfloat16
         and q.device.type == "cpu"
         and not torch.is_grad_enabled()
+        and q.numel() > 0
+        and k.numel() > 0
     ):
         return F.scaled_dot_product_attention(q, k, v)
     q = q * q.shape[-1] ** -0.5
     kt = k.transpose(-2, -1)
     rows = q.shape[-2]
-    per_row = 2 * k.shape[-2] * q[..., 0, 0].numel()
+    per_row = 2 * k.shape[-2] * math.prod(q.shape[:-2])  # bytes of one query row's bf16 scores
     chunk = max(16, _SCORE_CHUNK_BYTES // per_row)
     if chunk >= rows:
         return torch.matmul(torch.matmul(q, kt).softmax(-1), v)
