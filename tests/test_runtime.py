@@ -52,3 +52,16 @@ def test_bf16_pays_for_light_work_only_on_cpus_with_fast_bf16():
     assert bf16_pays_for_light_work("cpu") == has_fast_bf16("cpu")
     assert bf16_pays_for_light_work(torch.device("cuda")) is False
     assert bf16_pays_for_light_work("meta") is False
+
+
+def test_bf16_attention_by_matmuls_on_cpus_with_avx512_bf16_but_no_amx():
+    """The fast path's attention by matmuls (modeling.common.attention): exactly where the CPU has
+    AVX512-BF16 and no AMX, as the CPU reports it (/proc/cpuinfo flags on Linux)."""
+    from samkit.runtime import bf16_attention_by_matmuls, has_fast_bf16
+
+    got = bf16_attention_by_matmuls()
+    assert isinstance(got, bool)
+    if sys.platform.startswith("linux"):
+        flags = open("/proc/cpuinfo").read()
+        assert got == ("avx512_bf16" in flags and "amx_tile" not in flags)
+    assert not got or has_fast_bf16("cpu")

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import bf16_attention_by_matmuls, has_fast_bf16
+
 
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` in x's dtype (the weights are cast for the call); a 1x1 convolution runs as a matmul
@@ -26,8 +28,6 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def _linear_pointwise():
     """oneDNN's fused linear (the op inductor's CPU backend emits), or None where this build lacks it
     or the CPU has no native bf16 (AVX512-BF16 or AMX: elsewhere the plain route stays, as measured)."""
-    from ..runtime import has_fast_bf16
-
     try:
         op = torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError):
@@ -75,22 +75,7 @@ def linear_with(
     return y
 
 
-def _bf16_attention_by_matmuls() -> bool:
-    """Whether bfloat16 attention on this CPU runs faster as plain matmuls and a softmax than in
-    PyTorch's fused CPU kernel: on CPUs with AVX512-BF16 but no AMX. Measured on a 2-core AMD EPYC
-    (torch 2.13): the encoder's global attention (4 heads, 4096 x 4096, d = 96) 146 ms fused against
-    ~100 by matmuls; its 8x8 windows 15.6 against 7.3 ms. (With AMX the fused kernel is what the
-    earlier AMX figures were measured with, so it stays there.)"""
-    from ..runtime import has_fast_bf16
-
-    try:
-        amx = bool(torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        amx = False
-    return has_fast_bf16("cpu") and not amx
-
-
-_BF16_ATTENTION_BY_MATMULS = _bf16_attention_by_matmuls()
+_BF16_ATTENTION_BY_MATMULS = bf16_attention_by_matmuls()
 # Bytes of bfloat16 scores computed per query chunk: the scores of a chunk stay in the caches
 # between the two matmuls and the softmax (4096 x 4096 global attention: 99 ms in chunks of 512
 # queries, 132 ms unchunked, interleaved).
@@ -100,7 +85,7 @@ _SCORE_CHUNK_BYTES = 16 << 20
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``F.scaled_dot_product_attention(q, k, v)``: q (..., Nq, d), k and v (..., Nk, d) -> (..., Nq, d).
 
-    bfloat16 inference on CPUs where the fused kernel is slow (:func:`_bf16_attention_by_matmuls`)
+    bfloat16 inference on CPUs where the fused kernel is slow (:func:`samkit.runtime.bf16_attention_by_matmuls`)
     computes it as bf16 matmuls and a softmax instead, in chunks of queries. The scores are then
     rounded to bf16 before the softmax, where the fused kernel keeps them in float32: a fast-path
     difference, bounded by the fast path's agreement tests. Everywhere else (float32, which must
