@@ -198,6 +198,7 @@ def load_model(
     device: str | torch.device | None = None,
     precision: str = "fp32",
     compile: bool = False,
+    cuda_graphs: bool = True,
 ) -> SAM2Model:
     """Build a SAM 2 / 2.1 model and load its weights.
 
@@ -217,6 +218,11 @@ def load_model(
             same masks). The first click in a process compiles it (3-5 s; needs a C++ compiler,
             else a warning and the eager path): worth it in a server or a notebook, not for one
             image. :func:`samkit.transforms.warm_up_compiled` compiles it ahead of time.
+        cuda_graphs: on a CUDA device, image predictors record a click's prompt encoder and mask
+            decoder as a CUDA graph the second time a prompt shape comes, and replay it after that:
+            the same kernels, so the same masks, without launching ~200 kernels from Python (on an
+            H100, 0.8-0.9 ms instead of 4.3-6.8 ms). Costs a few MiB of GPU memory per shape. No
+            effect elsewhere.
 
     Returns:
         The model in eval mode on ``device``.
@@ -238,6 +244,7 @@ def load_model(
         if t.is_floating_point() and t.dtype != torch.float32:
             t.data = t.data.float()
     model.use_compile = bool(compile)
+    model.use_cuda_graphs = bool(cuda_graphs)
     return apply_precision(model.to(dev).eval(), precision)
 
 

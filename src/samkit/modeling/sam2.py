@@ -30,6 +30,9 @@ class SAM2Model(nn.Module):
         # load_model(..., compile=True): the predictors run torch.compile'd code where it pays
         # (today: the full-resolution upsampling of a click's masks on the CPU)
         self.use_compile = False
+        # on CUDA, image predictors replay a click's prompt encoder + decoder as recorded CUDA
+        # graphs (predictors/_graphs.py): the same kernels on the same inputs, so the same numbers
+        self.use_cuda_graphs = True
         c, mem = cfg.d_model, cfg.mem_dim
         self.hidden_dim, self.mem_dim = c, mem
         self.image_size = cfg.image_size

@@ -13,21 +13,25 @@ import torch
 
 from .. import transforms as T
 from ..modeling import SAM2Model
+from ..modeling.mask_decoder import DecoderInputs
 from ._base import ModelBacked
+from ._graphs import graphs_for
 
 __all__ = ["ImagePredictor"]
 
 _VALID_LABELS = (-1, 0, 1, 2, 3)
 
 
-def _as_float_tensor(value, name: str, device: torch.device) -> torch.Tensor:
+def _as_float_tensor(value, name: str) -> torch.Tensor:
+    """``value`` as a float32 tensor where it is (numpy and lists: on the CPU), checked finite there:
+    checking a GPU tensor waits for the GPU, which a click's few numbers need not do."""
     try:
         t = torch.as_tensor(
             np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor) else value
         )
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name} must be numeric, got {value!r:.80}") from e
-    t = t.to(device=device, dtype=torch.float32)
+    t = t.to(dtype=torch.float32)
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return t
@@ -142,17 +146,17 @@ class ImagePredictor(ModelBacked):
         if point_labels is not None and point_coords is None:
             raise ValueError("point_coords must be supplied if point_labels is supplied.")
         if point_coords is not None:
-            pts = _as_float_tensor(point_coords, "point_coords", dev)
+            pts = _as_float_tensor(point_coords, "point_coords")
             if pts.ndim not in (2, 3) or pts.shape[-1] != 2:
                 raise ValueError(f"point_coords must have shape (N, 2) or (B, N, 2), got {tuple(pts.shape)}")
-            lab = _as_float_tensor(point_labels, "point_labels", dev)
+            lab = _as_float_tensor(point_labels, "point_labels")
             if tuple(lab.shape) != tuple(pts.shape[:-1]):
                 raise ValueError(
                     f"point_labels shape {tuple(lab.shape)} does not match point_coords shape {tuple(pts.shape)}; "
                     "expected one label per point"
                 )
             if (lab != lab.round()).any() or not torch.isin(
-                lab, torch.tensor(_VALID_LABELS, device=dev, dtype=lab.dtype)
+                lab, torch.tensor(_VALID_LABELS, device=lab.device, dtype=lab.dtype)
             ).all():
                 raise ValueError("point_labels must be 1 (foreground) or 0 (background) (or -1, 2, 3)")
             coords = T.transform_coords(pts, hw, size, normalize_coords)
@@ -160,7 +164,7 @@ class ImagePredictor(ModelBacked):
             if coords.ndim == 2:
                 coords, labels = coords[None], labels[None]
         if box is not None:
-            b = _as_float_tensor(box, "box", dev)
+            b = _as_float_tensor(box, "box")
             if b.ndim == 1:
                 b = b[None]
             if b.ndim != 2 or b.shape[-1] != 4:
@@ -171,7 +175,7 @@ class ImagePredictor(ModelBacked):
             if coords is not None and coords.shape[0] != boxes.shape[0]:
                 raise ValueError(f"{boxes.shape[0]} boxes but {coords.shape[0]} point sets; they must match")
         if mask_logits is not None:
-            m = _as_float_tensor(mask_logits, "mask_input", dev)
+            m = _as_float_tensor(mask_logits, "mask_input")
             if m.ndim == 3:
                 m = m[None]
             want = self.model.sam_prompt_encoder.mask_input_size
@@ -184,7 +188,8 @@ class ImagePredictor(ModelBacked):
             if m.shape[0] not in (1, n):
                 raise ValueError(f"{m.shape[0]} mask inputs for {n} prompts")
             mask_input = m
-        return mask_input, coords, labels, boxes
+        # validated where they came from; moved to the model's device once, at the end
+        return tuple(None if t is None else t.to(dev) for t in (mask_input, coords, labels, boxes))
 
     # --- prediction ---------------------------------------------------------------------------
 
@@ -344,42 +349,63 @@ class ImagePredictor(ModelBacked):
             # the fast path decodes the image side in bf16 too where bf16 is fast (tokens stay fp32)
             decoder = model.fast_mask_decoder() if model.precision == "bf16" else model.sam_mask_decoder
         dt = decoder.image_dtype
-        sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
-        batched = points is not None and points[0].shape[0] > 1
+        prompt_encoder = model.sam_prompt_encoder
 
-        def image_side():
+        def image_side(dense):
             # the image's tensors in the decoder's dtype (casting them is ~2 ms of copies a call
             # for a bf16 decoder: done once per image when the prepared side is cached)
             embed = self._features["image_embed"][img_idx].unsqueeze(0)
             high_res = [f[img_idx].unsqueeze(0).to(dt) for f in self._features["high_res_feats"]]
-            pe = model.sam_prompt_encoder.get_dense_pe()
+            pe = prompt_encoder.get_dense_pe()
             return embed.to(dt), dense.to(dt), pe.to(dt), high_res
 
-        prepared = None
-        if mask_input is None:
-            # every click on this image starts from the same image side: compute it once
-            key = (img_idx % len(self._orig_hw), dt)
-            cached = self._prepared.get(key)
-            # keyed to the features themselves too, so that features swapped in by hand are not
-            # answered from another image's cache
-            if cached is None or cached[0] is not self._features:
-                embed, dense, pe, high_res = image_side()
-                cached = (self._features, decoder.prepare_image(embed, dense[:1], pe, high_res))
-                self._prepared[key] = cached
-            prepared = cached[1]
-            # the decoder reads the image side from `prepared` only
-            embed, dense, pe, high_res = None, None, prepared.image_pe, None
-        else:
-            embed, dense, pe, high_res = image_side()
-        low_res, ious, _, _ = decoder(
-            image_embeddings=embed,
-            image_pe=pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-            repeat_image=batched,
-            high_res_features=high_res,
-            prepared=prepared,
-            min_iou=min_iou,
-        )
-        return low_res.float(), ious.float()
+        if mask_input is not None:
+            sparse, dense = prompt_encoder(points=points, boxes=None, masks=mask_input)
+            embed, dense, pe, high_res = image_side(dense)
+            low_res, ious, _, _ = decoder(
+                image_embeddings=embed,
+                image_pe=pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+                repeat_image=points is not None and points[0].shape[0] > 1,
+                high_res_features=high_res,
+                min_iou=min_iou,
+            )
+            return low_res.float(), ious.float()
+
+        # every click on this image starts from the same image side: compute it once
+        key = (img_idx % len(self._orig_hw), dt)
+        cached = self._prepared.get(key)
+        # keyed to the features themselves too, so that features swapped in by hand are not
+        # answered from another image's cache
+        if cached is None or cached[0] is not self._features:
+            no_mask_dense = prompt_encoder(points=None, boxes=None, masks=None)[1]
+            embed, dense, pe, high_res = image_side(no_mask_dense)
+            cached = (self._features, decoder.prepare_image(embed, dense, pe, high_res))
+            self._prepared[key] = cached
+        prepared = cached[1]
+
+        def run(prep: DecoderInputs, coords, labels) -> tuple[torch.Tensor, torch.Tensor]:
+            # the decoder reads the image side from `prep` only
+            pts = None if coords is None else (coords, labels)
+            sparse, dense = prompt_encoder(points=pts, boxes=None, masks=None)
+            low_res, ious, _, _ = decoder(
+                image_embeddings=None,
+                image_pe=prep.image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+                repeat_image=pts is not None and coords.shape[0] > 1,
+                prepared=prep,
+                min_iou=min_iou,
+            )
+            return low_res.float(), ious.float()
+
+        if points is not None and min_iou is None and self._use_cuda_graphs():
+            # on a GPU a click is launch-bound: replay it as a recorded CUDA graph (same bits)
+            return graphs_for(decoder).run(run, prepared, points[0], points[1], key=(multimask_output,))
+        return run(prepared, *(points or (None, None)))
+
+    def _use_cuda_graphs(self) -> bool:
+        return self.device.type == "cuda" and getattr(self.model, "use_cuda_graphs", False)
