@@ -51,20 +51,28 @@ def check_image(model, fast, ref_model, image: np.ndarray) -> dict:
     import samkit
 
     h, w = image.shape[:2]
-    ours, quick, ref = (
+    from samkit.predictors import _graphs
+
+    ours, quick, ref, eager = (
         samkit.ImagePredictor(model),
         samkit.ImagePredictor(fast),
         SAM2ImagePredictor(ref_model),
+        samkit.ImagePredictor(model),
     )
+    # clicks replay recorded CUDA graphs from a shape's second use: they must equal eager clicks
+    eager._use_cuda_graphs = lambda: False
+    graphs = _graphs.graphs_for(model.sam_mask_decoder)
+    replays = graphs.replays
     with torch.inference_mode():
-        for p in (ours, quick, ref):
+        for p in (ours, quick, ref, eager):
             p.set_image(image)
         # numpy prompts: the reference's predict takes arrays, not lists
         prompts = [dict(point_coords=np.array([pt]), point_labels=np.array([1])) for pt in clicks(h, w)]
         prompts.append(dict(box=np.array([w * 0.2, h * 0.2, w * 0.7, h * 0.8]), multimask_output=False))
-        ious, score_diffs, logit_diffs, fast_ious = [], [], [], []
+        ious, score_diffs, logit_diffs, fast_ious, graph_equal = [], [], [], [], []
         for kw in prompts:
             m, s, lo = ours.predict(**kw)
+            graph_equal.append(all(np.array_equal(a, b) for a, b in zip((m, s, lo), eager.predict(**kw))))
             rm, rs, rlo = ref.predict(**kw)
             fm, _, _ = quick.predict(**kw)
             ious += [iou(m[i] > 0, rm[i] > 0) for i in range(len(m))]
@@ -91,6 +99,8 @@ def check_image(model, fast, ref_model, image: np.ndarray) -> dict:
         "fast_vs_exact_iou_mean": float(np.mean(fast_ious)),
         "batch_vs_single_iou_min": batch_iou,
         "prompts": len(prompts),
+        "graph_replays": graphs.replays - replays,
+        "graph_clicks_equal_eager": all(graph_equal),
     }
 
 
