@@ -152,6 +152,46 @@ def test_frame_cache_prefetch_gives_the_same_frames(mp4):
     assert len(ahead._pending) <= 4  # bounded: the oldest requests are dropped
 
 
+def test_frame_cache_cancels_forgotten_reads_and_close_releases_the_thread():
+    import threading
+    import time
+
+    class Slow(FrameList):
+        """Reads block until released, and say which frames were read."""
+
+        def __init__(self, frames):
+            super().__init__(frames)
+            self.release, self.read = threading.Event(), []
+
+        def frame(self, index):
+            self.release.wait(5)
+            self.read.append(index)
+            return super().frame(index)
+
+    src = Slow(synthetic_frames(8))
+    cache = FrameCache(src, size=32, capacity=2)
+    before = set(threading.enumerate())
+    cache.prefetch(0)  # its read starts and waits
+    cache.prefetch(1)
+    queued = cache._pending[1]
+    cache.prefetch(2)  # over capacity: 0 is forgotten (already running)
+    cache.prefetch(3)  # 1 is forgotten before it started: cancelled
+    assert queued.cancelled() and sorted(cache._pending) == [2, 3]
+    worker = [t for t in set(threading.enumerate()) - before if t.name.startswith("samkit-frames")]
+    assert len(worker) == 1
+    cache.close()
+    assert cache._executor is None and not cache._pending
+    src.release.set()
+    worker[0].join(5)
+    assert not worker[0].is_alive()  # the thread went after the read in hand
+    assert src.read == [0]  # neither the cancelled nor the closed-over reads ran
+    time.sleep(0.05)
+    assert cache[2].shape == (3, 32, 32)  # still usable, read in the caller's thread
+    cache.prefetch(4)
+    assert cache[4].shape == (3, 32, 32)  # and reading ahead starts a new thread
+    cache.close()
+
+
 def test_frame_cache_prefetch_failure_raises_where_the_frame_is_used(tmp_path):
     from PIL import Image
 

@@ -298,7 +298,18 @@ class FrameCache:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samkit-frames")
         self._pending[index] = self._executor.submit(self._make, index)
         while len(self._pending) > self.capacity:
-            self._pending.pop(next(iter(self._pending)))
+            # a forgotten read that has not started is not started at all
+            self._pending.pop(next(iter(self._pending))).cancel()
+
+    def close(self) -> None:
+        """Cancel the reads not started and let the background thread go (it finishes the read in
+        hand, unwaited). Cached frames stay; a later :meth:`prefetch` starts a new thread."""
+        for fut in self._pending.values():
+            fut.cancel()
+        self._pending.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def __len__(self) -> int:
         return len(self.source)

@@ -58,13 +58,34 @@ def test_batched_objects_equal_one_by_one(tiny_model):
     assert_same(batched, single)
 
 
-def test_prefetching_frames_gives_the_same_masks(tiny_model):
+def test_prefetching_frames_gives_the_same_masks(tiny_model, monkeypatch):
+    from samkit.video_io import FrameCache
+
     assert make(tiny_model).prefetch_frames is False  # the default on a CPU
     _, plain = run(make(tiny_model, prefetch_frames=False), reverse_from=23)
+    asked = []
+    real = FrameCache.prefetch
+    monkeypatch.setattr(FrameCache, "prefetch", lambda self, i: (asked.append(i), real(self, i))[1])
     pred = make(tiny_model, prefetch_frames=True)
     state, ahead = run(pred, reverse_from=23)
     assert_same(plain, ahead, atol=0)
-    assert state.frames._executor is not None  # frames were read ahead, both ways
+    assert 23 in asked and 0 in asked  # frames were read ahead, both ways
+    assert state.frames._executor is None  # and the reader thread went when each propagation ended
+
+
+def test_abandoned_propagation_releases_the_reader(tiny_model):
+    pred = make(tiny_model, prefetch_frames=True)
+    state = pred.init_state(FRAMES)
+    pred.add_new_points_or_box(state, 0, 1, points=[[15, 30]], labels=[1])
+    gen = pred.propagate_in_video(state)
+    next(gen)
+    next(gen)
+    assert state.frames._executor is not None  # reading ahead while the caller iterates
+    gen.close()  # the caller stops early (a break out of the for loop)
+    assert state.frames._executor is None and not state.frames._pending
+    # tracking again works, and reads ahead again
+    frames = [f for f, _, _ in pred.propagate_in_video(state, max_frame_num_to_track=3)]
+    assert frames == [0, 1, 2, 3]
 
 
 def test_offload_flags_give_the_same_masks(tiny_model):
