@@ -17,6 +17,7 @@ __all__ = [
     "encode",
     "encode_uncompressed",
     "string_to_counts",
+    "bbox",
     "to_bbox",
 ]
 
@@ -139,11 +140,15 @@ def area(rle: dict) -> int:
     return int(_counts(rle)[1::2].sum())
 
 
+def bbox(mask: np.ndarray) -> list[int]:
+    """COCO bbox [x, y, width, height] of a 2-D mask (nonzero = inside; [0, 0, 0, 0] when empty)."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    if len(ys) == 0:
+        return [0, 0, 0, 0]
+    xs = np.flatnonzero(mask.any(axis=0))
+    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
+
+
 def to_bbox(rle: dict) -> list[float]:
     """COCO bbox [x, y, width, height] of an RLE mask ([0, 0, 0, 0] when empty)."""
-    m = decode(rle)
-    if not m.any():
-        return [0.0, 0.0, 0.0, 0.0]
-    ys = np.flatnonzero(m.any(axis=1))
-    xs = np.flatnonzero(m.any(axis=0))
-    return [float(xs[0]), float(ys[0]), float(xs[-1] - xs[0] + 1), float(ys[-1] - ys[0] + 1)]
+    return [float(v) for v in bbox(decode(rle))]

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from . import rle
+
 # Distinct, saturated colours (RGB); mask i takes PALETTE[i % len(PALETTE)].
 PALETTE = [
     (30, 144, 255),
@@ -75,9 +77,4 @@ def mask_stats(mask: np.ndarray) -> dict:
     if m.dtype != bool:
         m = m.astype(bool)
     area = int(np.count_nonzero(m))  # a popcount: several times quicker than summing bools
-    if area == 0:
-        return {"area": 0, "bbox": [0, 0, 0, 0]}
-    ys = np.flatnonzero(m.any(axis=1))
-    xs = np.flatnonzero(m.any(axis=0))
-    x0, x1, y0, y1 = int(xs[0]), int(xs[-1]), int(ys[0]), int(ys[-1])
-    return {"area": area, "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1]}
+    return {"area": area, "bbox": rle.bbox(m) if area else [0, 0, 0, 0]}
