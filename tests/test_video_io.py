@@ -161,9 +161,10 @@ def test_frame_cache_cancels_forgotten_reads_and_close_releases_the_thread():
 
         def __init__(self, frames):
             super().__init__(frames)
-            self.release, self.read = threading.Event(), []
+            self.started, self.release, self.read = threading.Event(), threading.Event(), []
 
         def frame(self, index):
+            self.started.set()
             self.release.wait(5)
             self.read.append(index)
             return super().frame(index)
@@ -172,6 +173,7 @@ def test_frame_cache_cancels_forgotten_reads_and_close_releases_the_thread():
     cache = FrameCache(src, size=32, capacity=2)
     before = set(threading.enumerate())
     cache.prefetch(0)  # its read starts and waits
+    assert src.started.wait(5)  # (before more requests: else 0 could be dropped before it started)
     cache.prefetch(1)
     queued = cache._pending[1]
     cache.prefetch(2)  # over capacity: 0 is forgotten (already running)

@@ -304,10 +304,8 @@ class FrameCache:
     def close(self) -> None:
         """Cancel the reads not started and let the background thread go (it finishes the read in
         hand, unwaited). Cached frames stay; a later :meth:`prefetch` starts a new thread."""
-        for fut in self._pending.values():
-            fut.cancel()
         self._pending.clear()
-        if self._executor is not None:
+        if self._executor is not None:  # (the reads not started are all in its queue)
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 

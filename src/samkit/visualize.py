@@ -77,4 +77,4 @@ def mask_stats(mask: np.ndarray) -> dict:
     if m.dtype != bool:
         m = m.astype(bool)
     area = int(np.count_nonzero(m))  # a popcount: several times quicker than summing bools
-    return {"area": area, "bbox": rle.bbox(m) if area else [0, 0, 0, 0]}
+    return {"area": area, "bbox": rle.bbox(m)}

@@ -87,7 +87,8 @@ class DecoderGraphs:
         if self.failed is not None or coords.shape[0] > MAX_PROMPTS:
             return fn(prep, coords, labels)
         flat = _flat(prep)
-        key = (key, _signature([coords, labels]), _signature(flat))
+        image_sig = _signature(flat)
+        key = (key, _signature([coords, labels]), image_sig)
         record = False
         with self.lock:
             entry = self.graphs.get(key)
@@ -97,7 +98,7 @@ class DecoderGraphs:
                 self.seen[key] += 1
                 record = self.seen[key] >= 2
             if entry is not None or record:
-                self._load_image_side(prep, flat)
+                self._load_image_side(prep, flat, image_sig)
                 if entry is None:
                     entry = self._record(fn, coords, labels, key)
             if entry is not None:
@@ -112,10 +113,9 @@ class DecoderGraphs:
         # a shape seen for the first time (or one that failed to record) runs eagerly, unlocked
         return fn(prep, coords, labels)
 
-    def _load_image_side(self, prep: DecoderInputs, flat: list) -> None:
+    def _load_image_side(self, prep: DecoderInputs, flat: list, sig: tuple) -> None:
         if self.source is not None and self.source() is prep:
             return
-        sig = _signature(flat)
         if sig != self.static_sig:
             # another layout of image side (a new device, dtype or size): the graphs read the old
             # buffers, so they go with them

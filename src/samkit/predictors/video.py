@@ -480,43 +480,50 @@ class VideoPredictor(ModelBacked):
                 if self.prefetch_frames and k + 1 < len(order) and state.features.get(order[k + 1]) is None:
                     # the next frame is read and resized while this one runs (the GPU's time, on a GPU)
                     state.frames.prefetch(order[k + 1])
-                masks: list[torch.Tensor | None] = [None] * len(objects)
-                todo = []
-                for i, obj in enumerate(objects):
-                    if frame_idx in obj.cond:
-                        masks[i] = obj.cond[frame_idx].pred_masks.to(state.device)
-                        if self.clear_non_cond_mem_around_input:
-                            self._clear_memory_around(obj, frame_idx)
-                    else:
-                        todo.append(i)
-                for group in self._groups(state, frame_idx, [objects[i] for i in todo], todo, reverse):
-                    idx = [i for i, _ in group]
-                    batch = [objects[i] for i in idx]
-                    out, pred = self._run_frame(
-                        state,
-                        frame_idx,
-                        batch,
-                        False,
-                        None,
-                        None,
-                        reverse,
-                        run_mem_encoder=True,
-                        prev_logits=None,
-                        plan=group[0][1],
-                    )
-                    for j, i in enumerate(idx):
-                        objects[i].non_cond[frame_idx] = out.select(j)
-                        masks[i] = pred[j : j + 1]
-                for obj in objects:
-                    obj.tracked[frame_idx] = reverse
-                video_masks = self._video_res(state, torch.cat(masks, dim=0))
-                yield frame_idx, state.obj_ids, video_masks
+                yield frame_idx, state.obj_ids, self._propagate_frame(state, objects, frame_idx, reverse)
                 if not self.keep_all_outputs:
                     self._trim(objects, frame_idx - (-1 if reverse else 1) * self.keep_window)
         finally:
             # propagation ended or was abandoned (the caller stopped iterating): no read ahead is
             # wanted any more, and the reader thread should not outlive it
             state.frames.close()
+
+    def _propagate_frame(
+        self, state: VideoState, objects: list, frame_idx: int, reverse: bool
+    ) -> torch.Tensor:
+        """One frame of :meth:`propagate_in_video`: every object's mask on ``frame_idx``, its prompted
+        output where it has one, else tracked from memory (objects with the same memory plan in one
+        batch). Returns masks (num_objects, 1, H, W) logits at video resolution."""
+        masks: list[torch.Tensor | None] = [None] * len(objects)
+        todo = []
+        for i, obj in enumerate(objects):
+            if frame_idx in obj.cond:
+                masks[i] = obj.cond[frame_idx].pred_masks.to(state.device)
+                if self.clear_non_cond_mem_around_input:
+                    self._clear_memory_around(obj, frame_idx)
+            else:
+                todo.append(i)
+        for group in self._groups(state, frame_idx, [objects[i] for i in todo], todo, reverse):
+            idx = [i for i, _ in group]
+            batch = [objects[i] for i in idx]
+            out, pred = self._run_frame(
+                state,
+                frame_idx,
+                batch,
+                False,
+                None,
+                None,
+                reverse,
+                run_mem_encoder=True,
+                prev_logits=None,
+                plan=group[0][1],
+            )
+            for j, i in enumerate(idx):
+                objects[i].non_cond[frame_idx] = out.select(j)
+                masks[i] = pred[j : j + 1]
+        for obj in objects:
+            obj.tracked[frame_idx] = reverse
+        return self._video_res(state, torch.cat(masks, dim=0))
 
     # --- internals ------------------------------------------------------------------------------
 
