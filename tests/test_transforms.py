@@ -210,6 +210,110 @@ def test_upsample_threshold_with_infinite_logits_is_exact():
     assert not got[0, 1].any()
 
 
+# --- flat tiles skipped (upsample_threshold on masks with few edges) -----------------------------
+
+
+def _disc_logits(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """Object-like logits, as a trained model gives them: per mask a disc of random centre and radius,
+    the logit twice the signed distance to its rim (low-res pixels), clipped at +-20."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    out = []
+    for _ in range(n):
+        cy, cx = float(torch.rand(1, generator=g)) * h, float(torch.rand(1, generator=g)) * w
+        r = (0.15 + 0.3 * float(torch.rand(1, generator=g))) * min(h, w)
+        out.append((2 * (r - ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt())).clamp(-20, 20))
+    return torch.stack(out)
+
+
+@pytest.fixture
+def tile_calls(monkeypatch):
+    """What each call of the flat-tile path returned: True for masks, False for 'take the banded path'."""
+    calls = []
+    real = T._threshold_by_tiles
+
+    def spy(*args):
+        out = real(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(T, "_threshold_by_tiles", spy)
+    return calls
+
+
+# whole tiles and cut ones (the last band of rows or columns shorter), one tile, and downscaling
+TILE_SIZES = [(1500, 2250), (700, 300), (64, 128), (130, 257), (513, 40), (200, 150)]
+
+
+@pytest.mark.parametrize("size", TILE_SIZES)
+@pytest.mark.parametrize("threshold", [0.0, 1.5])
+def test_flat_tiles_give_the_masks_of_interpolate_then_threshold(size, threshold, tile_calls, monkeypatch):
+    # small outputs have edges in most of their few tiles and would take the banded path: here the
+    # tiles are used whatever the share of edges, to test them at every size
+    monkeypatch.setattr(T, "_MAX_EDGE_TILES", 1.0)
+    low = _disc_logits(6, 256, 256, seed=size[0]).view(2, 3, 256, 256)
+    logits = _interp(low.view(6, 256, 256), size).view(2, 3, *size)
+    got = T.upsample_threshold(low, size, threshold)
+    assert tile_calls == [True]  # the path under test was taken
+    assert got.dtype == torch.float32 and got.shape == (2, 3, *size) and got.is_contiguous()
+    assert 0.0 < float(got.mean()) < 1.0
+    near = (logits - threshold).abs() <= 1e-4
+    assert not ((got != (logits > threshold).float()) & ~near).any()
+    # and the banded path's masks, pixel for pixel away from the threshold
+    monkeypatch.setattr(T, "_threshold_by_tiles", lambda *args: None)
+    assert not ((got != T.upsample_threshold(low, size, threshold)) & ~near).any()
+
+
+def test_flat_tiles_are_not_computed(monkeypatch):
+    # at 1500x2250, 432 tiles a mask: a disc's rim crosses a few dozen; the others are never
+    # upsampled (numpy's matmul runs once per edge tile, twice over)
+    low = _disc_logits(3, 256, 256, seed=4).view(1, 3, 256, 256)
+    products = []
+    real_greater = np.greater
+
+    def counting_greater(*args, **kwargs):
+        products.append(args[0].shape)
+        return real_greater(*args, **kwargs)
+
+    monkeypatch.setattr(T.np, "greater", counting_greater)
+    got = T.upsample_threshold(low, (1500, 2250), 0.0)
+    assert 0 < len(products) < 0.4 * 3 * 432
+    assert all(shape[0] <= T._TILE_ROWS and shape[1] <= T._TILE_COLS for shape in products)
+    monkeypatch.setattr(T.np, "greater", real_greater)
+    assert torch.equal(got[0], (_interp(low[0], (1500, 2250)) > 0).float())
+
+
+def test_masks_with_edges_everywhere_take_the_banded_path(tile_calls):
+    noise = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    got = T.upsample_threshold(noise, (300, 400), 0.0)
+    assert tile_calls == [False]
+    logits = _interp(noise[0], (300, 400))
+    assert not ((got[0] != (logits > 0).float()) & ((logits).abs() > 1e-4)).any()
+
+
+@pytest.mark.parametrize("value", [3.0, -3.0])
+def test_flat_masks_are_filled_without_upsampling(value, tile_calls, monkeypatch):
+    # all logits on one side of the threshold: every tile is flat, nothing is multiplied
+    monkeypatch.setattr(T.np, "greater", None)  # would fail if called
+    low = torch.full((1, 2, 256, 256), value)
+    low[0, 1] = -value  # the other mask the other way
+    got = T.upsample_threshold(low, (333, 517), 0.0)
+    assert tile_calls == [True]
+    assert torch.equal(got[0, 0], torch.full((333, 517), float(value > 0)))
+    assert torch.equal(got[0, 1], torch.full((333, 517), float(value < 0)))
+
+
+def test_logits_at_the_threshold_are_not_above_it(monkeypatch):
+    # 2x upsampling mixes with weights 1/4 and 3/4, so logits exactly at the threshold upsample to
+    # exactly the threshold: every pixel 0. A tile whose logits only reach the threshold is not flat
+    monkeypatch.setattr(T, "_MAX_EDGE_TILES", 1.0)
+    low = torch.full((1, 1, 256, 256), 1.5)
+    low[0, 0, :100] = 3.0  # and some flat ones above it
+    got = T.upsample_threshold(low, (512, 512), 1.5)
+    assert torch.equal(got[0, 0], (_interp(low[0], (512, 512)) > 1.5).float()[0])
+    assert not got[0, 0, 202:].any() and got[0, 0, :198].all()
+
+
 # --- the compiled vertical pass (load_model(..., compile=True)) ---------------------------------
 
 
