@@ -3,9 +3,12 @@
     python benchmarks/bench_image.py [--variant sam2.1-hiera-tiny] [--runs 5] [--size 2250x1500]
 
 Needs the oracle installed (bash scripts/test.sh does it). The weights are a perturbed reference
-model saved as an official checkpoint (no download needed); timings do not depend on the values.
-Prints a table and a JSON line. Median of --runs after one warm-up, the contenders taking turns
-run by run.
+model saved as an official checkpoint (no download needed). Timings do not depend on the weights'
+values except for one step: samkit's upsampling of a click's masks fills the flat parts of a mask
+without computing them, and the test weights' masks are noise, all edges. The "obj" columns time
+the same clicks with every contender's decoder output swapped for object-shaped masks of the photo
+(_common.object_logits; the decoders still run), as trained weights would give. Prints a table and
+a JSON line. Median of --runs after one warm-up, the contenders taking turns run by run.
 
 Contenders: the reference, samkit's exact path, its fast path as `samkit segment --fast` runs it, and
 the fast path with `compile=True` as `samkit serve --fast` runs it (its compilation is done, and
@@ -21,7 +24,7 @@ import time
 
 import numpy as np
 import torch
-from _common import DATA, same_allocator
+from _common import DATA, edge_tile_share, object_logits, same_allocator
 
 
 def fast_agreement(exact, fast, size) -> dict:
@@ -39,6 +42,28 @@ def fast_agreement(exact, fast, size) -> dict:
             image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
         out[path.stem] = click_agreement(exact, fast, image)
     return out
+
+
+def with_low_res(predictor, shaped: torch.Tensor):
+    """Make ``predictor`` (samkit's or the reference's) decode as usual but then use ``shaped``
+    (1, 3, h, w) logits (its first mask when one is asked for) as the decoder's low-res masks.
+    Returns the function that undoes it."""
+
+    def swap(low: torch.Tensor) -> torch.Tensor:
+        return shaped[:, : low.shape[1]].expand_as(low).to(low.dtype).clone()
+
+    if hasattr(predictor, "_decode"):  # samkit: the decoder step of ImagePredictor._predict
+        real = predictor._decode
+
+        def decode(*args, **kwargs):
+            low, scores = real(*args, **kwargs)
+            return swap(low), scores
+
+        predictor._decode = decode
+        return lambda: delattr(predictor, "_decode")
+    # the reference: its mask decoder module returns (masks, scores, tokens, object scores)
+    hook = predictor.model.sam_mask_decoder.register_forward_hook(lambda m, a, out: (swap(out[0]), *out[1:]))
+    return hook.remove
 
 
 def main() -> None:
@@ -95,7 +120,7 @@ def main() -> None:
         rows = {name: {"encode_s": statistics.median(v)} for name, v in enc.items()}
         # clicks after all encodes, contenders interleaved run by run: on this Xeon a click measured
         # right after bfloat16 (AMX) encodes ran up to 40% slower than the same click measured later
-        times = {name: ([], []) for name, _ in contenders}
+        times = {name: ([], [], [], []) for name, _ in contenders}
         for run in range(args.runs + 1):
             for name, p in contenders if run % 2 == 0 else contenders[::-1]:
                 for kind, kw in enumerate((click, dict(clicks8, multimask_output=False))):
@@ -103,16 +128,41 @@ def main() -> None:
                     p.predict(**kw)
                     if run:  # the first round is the warm-up
                         times[name][kind].append(time.perf_counter() - t)
-        for name, (c1, c8) in times.items():
+        for name, (c1, c8, _, _) in times.items():
             rows[name].update(click_ms=statistics.median(c1) * 1e3, click8_ms=statistics.median(c8) * 1e3)
+        # the same clicks, each decoder's low-res masks swapped for object-shaped ones (the decoders
+        # still run): the test weights' masks are noise, and samkit's upsampling skips a real mask's
+        # flat parts, so its time depends on the mask; the reference's does not
+        shaped = object_logits(image)
+        undo = [with_low_res(p, shaped) for _, p in contenders]
+        for run in range(args.runs + 1):
+            for name, p in contenders if run % 2 == 0 else contenders[::-1]:
+                for kind, kw in enumerate((click, dict(clicks8, multimask_output=False))):
+                    t = time.perf_counter()
+                    p.predict(**kw)
+                    if run:
+                        times[name][2 + kind].append(time.perf_counter() - t)
+        for fn in undo:
+            fn()
+        for name, t in times.items():
+            rows[name].update(
+                obj_click_ms=statistics.median(t[2]) * 1e3, obj_click8_ms=statistics.median(t[3]) * 1e3
+            )
 
     print(f"{args.variant}, {w}x{h} image, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"fast+compile: compiled in {compile_s:.1f} s before the timings")
-    print(f"{'':<12}{'encode (s)':>12}{'click (ms)':>12}{'8 pts (ms)':>12}")
+    print(f"object-shaped masks: {edge_tile_share(shaped, h, w):.0%} of the output tiles on an edge")
+    heads = ("encode (s)", "click (ms)", "8 pts (ms)", "obj click", "obj 8 pts")
+    print(f"{'':<12}" + "".join(f"{k:>12}" for k in heads))
     for name, r in rows.items():
-        print(f"{name:<12}{r['encode_s']:>12.3f}{r['click_ms']:>12.1f}{r['click8_ms']:>12.1f}")
+        print(
+            f"{name:<12}{r['encode_s']:>12.3f}{r['click_ms']:>12.1f}{r['click8_ms']:>12.1f}"
+            f"{r['obj_click_ms']:>12.1f}{r['obj_click8_ms']:>12.1f}"
+        )
     speed = {k: rows["reference"][k] / rows["samkit"][k] for k in rows["samkit"]}
-    print(f"{'speed-up':<12}" + "".join(f"{v:>11.2f}x" for v in speed.values()))
+    for name, label in (("samkit", "speed-up"), ("samkit-fast", "  fast"), ("fast+compile", "  +compile")):
+        ratios = [rows["reference"][k] / rows[name][k] for k in rows[name]]
+        print(f"{label:<12}" + "".join(f"{v:>11.2f}x" for v in ratios))
     with torch.inference_mode():
         agree = fast_agreement(ours, fast, size if args.size else None)
     for name, a in agree.items():
