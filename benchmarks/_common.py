@@ -66,7 +66,7 @@ def object_logits(image, size: int = 256, shares=(0.3, 0.5, 0.7)):
 def edge_tile_share(logits, hh: int, ww: int, threshold: float = 0.0) -> float:
     """The share of the (H, W) output tiles that samkit's upsampling computes for (1, M, h, w) logits
     (the others lie wholly on one side of the threshold: filled, not computed)."""
-    from samkit.transforms import tile_extremes
+    from samkit.transforms import flat_tiles
 
-    lo, hi = tile_extremes(logits[0], hh, ww)
-    return float(((lo <= threshold) & (hi > threshold)).float().mean())
+    _, edge = flat_tiles(logits[0], hh, ww, threshold)
+    return float(edge.float().mean())

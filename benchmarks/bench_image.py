@@ -118,36 +118,32 @@ def main() -> None:
                 if run:  # the first round is the warm-up
                     enc[name].append(time.perf_counter() - t)
         rows = {name: {"encode_s": statistics.median(v)} for name, v in enc.items()}
-        # clicks after all encodes, contenders interleaved run by run: on this Xeon a click measured
-        # right after bfloat16 (AMX) encodes ran up to 40% slower than the same click measured later
-        times = {name: ([], [], [], []) for name, _ in contenders}
-        for run in range(args.runs + 1):
-            for name, p in contenders if run % 2 == 0 else contenders[::-1]:
-                for kind, kw in enumerate((click, dict(clicks8, multimask_output=False))):
-                    t = time.perf_counter()
-                    p.predict(**kw)
-                    if run:  # the first round is the warm-up
-                        times[name][kind].append(time.perf_counter() - t)
-        for name, (c1, c8, _, _) in times.items():
-            rows[name].update(click_ms=statistics.median(c1) * 1e3, click8_ms=statistics.median(c8) * 1e3)
+
+        def click_round(prefix: str) -> None:
+            # contenders interleaved run by run, the order flipping, as for the encodes
+            times = {name: ([], []) for name, _ in contenders}
+            for run in range(args.runs + 1):
+                for name, p in contenders if run % 2 == 0 else contenders[::-1]:
+                    for kind, kw in enumerate((click, dict(clicks8, multimask_output=False))):
+                        t = time.perf_counter()
+                        p.predict(**kw)
+                        if run:  # the first round is the warm-up
+                            times[name][kind].append(time.perf_counter() - t)
+            for name, (c1, c8) in times.items():
+                rows[name][prefix + "click_ms"] = statistics.median(c1) * 1e3
+                rows[name][prefix + "click8_ms"] = statistics.median(c8) * 1e3
+
+        # clicks after all encodes: on this Xeon a click measured right after bfloat16 (AMX) encodes
+        # ran up to 40% slower than the same click measured later
+        click_round("")
         # the same clicks, each decoder's low-res masks swapped for object-shaped ones (the decoders
         # still run): the test weights' masks are noise, and samkit's upsampling skips a real mask's
         # flat parts, so its time depends on the mask; the reference's does not
         shaped = object_logits(image)
         undo = [with_low_res(p, shaped) for _, p in contenders]
-        for run in range(args.runs + 1):
-            for name, p in contenders if run % 2 == 0 else contenders[::-1]:
-                for kind, kw in enumerate((click, dict(clicks8, multimask_output=False))):
-                    t = time.perf_counter()
-                    p.predict(**kw)
-                    if run:
-                        times[name][2 + kind].append(time.perf_counter() - t)
+        click_round("obj_")
         for fn in undo:
             fn()
-        for name, t in times.items():
-            rows[name].update(
-                obj_click_ms=statistics.median(t[2]) * 1e3, obj_click8_ms=statistics.median(t[3]) * 1e3
-            )
 
     print(f"{args.variant}, {w}x{h} image, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"fast+compile: compiled in {compile_s:.1f} s before the timings")

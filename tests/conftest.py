@@ -73,3 +73,20 @@ def oracle_checkpoint():
     import oracle
 
     return oracle.checkpoint
+
+
+@pytest.fixture
+def tile_calls(monkeypatch):
+    """What each call of the flat-tile path returned: True for masks, False for 'take the banded path'."""
+    from samkit import transforms as T
+
+    calls = []
+    real = T._threshold_by_tiles
+
+    def spy(*args):
+        out = real(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(T, "_threshold_by_tiles", spy)
+    return calls

@@ -226,21 +226,6 @@ def _disc_logits(n: int, h: int, w: int, seed: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-@pytest.fixture
-def tile_calls(monkeypatch):
-    """What each call of the flat-tile path returned: True for masks, False for 'take the banded path'."""
-    calls = []
-    real = T._threshold_by_tiles
-
-    def spy(*args):
-        out = real(*args)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(T, "_threshold_by_tiles", spy)
-    return calls
-
-
 # whole tiles and cut ones (the last band of rows or columns shorter), one tile, and downscaling
 TILE_SIZES = [(1500, 2250), (700, 300), (64, 128), (130, 257), (513, 40), (200, 150)]
 

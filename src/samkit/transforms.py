@@ -33,7 +33,7 @@ __all__ = [
     "fill_small_regions",
     "small_regions",
     "load_image",
-    "tile_extremes",
+    "flat_tiles",
     "postprocess_masks",
     "upsample_threshold",
     "upsampled_bands",
@@ -424,12 +424,20 @@ def _tile_axis(n_in: int, n_out: int, size: int) -> _TileAxis:
     return _TileAxis(out, src, index, matrix, matrix_t)
 
 
-def tile_extremes(logits: torch.Tensor, hh: int, ww: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The smallest and the largest of the (N, h, w) logits under each tile of their (H, W)
-    upsampling: two (N, tile rows, tile columns) tensors."""
+def flat_tiles(
+    logits: torch.Tensor, hh: int, ww: int, threshold: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which tiles of the (H, W) upsampling of the (N, h, w) finite logits are flat: ``ones`` (all
+    logits under the tile above the threshold) and ``edge`` (neither all above nor all below), two
+    (N, tile rows, tile columns) bool tensors."""
     rows, cols = _tile_axis(logits.shape[1], hh, _TILE_ROWS), _tile_axis(logits.shape[2], ww, _TILE_COLS)
     lo_r, hi_r = torch.aminmax(logits[:, rows.index], dim=2)
-    return lo_r[:, :, cols.index].amin(3), hi_r[:, :, cols.index].amax(3)
+    lo_t, hi_t = lo_r[:, :, cols.index].amin(3), hi_r[:, :, cols.index].amax(3)
+    # two rounded two-term sums move a value by a few float32 ulps of the largest magnitude; this
+    # margin is ~100x that, so a tile called flat is flat in any rounding order
+    margin = max(float(logits.abs().max()), abs(threshold)) * 2.0**-14
+    ones = lo_t > threshold + margin
+    return ones, ~(ones | (hi_t < threshold - margin))
 
 
 def _threshold_by_tiles(logits: torch.Tensor, hh: int, ww: int, threshold: float) -> torch.Tensor | None:
@@ -438,12 +446,7 @@ def _threshold_by_tiles(logits: torch.Tensor, hh: int, ww: int, threshold: float
     faster."""
     n, h, w = logits.shape
     rows, cols = _tile_axis(h, hh, _TILE_ROWS), _tile_axis(w, ww, _TILE_COLS)
-    lo_t, hi_t = tile_extremes(logits, hh, ww)
-    # two rounded two-term sums move a value by a few float32 ulps of the largest magnitude; this
-    # margin is ~100x that, so a tile called flat is flat in any rounding order
-    margin = max(float(logits.abs().max()), abs(threshold)) * 2.0**-14
-    ones = lo_t > threshold + margin
-    edge = ~(ones | (hi_t < threshold - margin))
+    ones, edge = flat_tiles(logits, hh, ww, threshold)
     if int(edge.sum()) > edge.numel() * _MAX_EDGE_TILES:
         return None
     # flat tiles: each band of tile rows is one row of 0/1 repeated, written with one broadcast copy

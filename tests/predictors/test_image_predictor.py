@@ -49,12 +49,10 @@ def test_logits_threshold_to_masks(predictor):
     np.testing.assert_array_equal(masks, (logits > 0.5).astype(np.float32))
 
 
-def test_object_shaped_masks_take_the_flat_tile_path(tiny_model, rng, monkeypatch):
+def test_object_shaped_masks_take_the_flat_tile_path(tiny_model, rng, tile_calls):
     """Trained weights give masks with large flat parts, which the click's upsampling fills without
     computing (the test weights' noise masks never reach that path): swap the decoder's output for
     a disc and check the masks still equal the upsampled logits thresholded."""
-    from samkit import transforms as T
-
     p = samkit.ImagePredictor(tiny_model)
     p.set_image(rng.integers(0, 256, (600, 900, 3), dtype=np.uint8))
     real = p._decode
@@ -68,16 +66,13 @@ def test_object_shaped_masks_take_the_flat_tile_path(tiny_model, rng, monkeypatc
         return disc.expand_as(low).contiguous(), scores
 
     p._decode = disc_decode
-    tiled = []
-    by_tiles = T._threshold_by_tiles
-    monkeypatch.setattr(T, "_threshold_by_tiles", lambda *a: tiled.append(by_tiles(*a)) or tiled[-1])
     for threshold in (0.0, 1.5):
         p.mask_threshold = threshold
         logits, _, _ = p.predict(point_coords=[[300, 300]], point_labels=[1], return_logits=True)
         masks, _, _ = p.predict(point_coords=[[300, 300]], point_labels=[1])
         np.testing.assert_array_equal(masks, (logits > threshold).astype(np.float32))
         assert 0 < masks[0].mean() < masks[2].mean() < 1
-    assert len(tiled) == 2 and all(t is not None for t in tiled)
+    assert tile_calls == [True, True]
 
 
 def test_batched_prompts_equal_one_by_one(predictor):
