@@ -24,6 +24,7 @@ fi
 
 "$PY" -m ruff check src tests benchmarks
 "$PY" -m ruff format --check --quiet src tests benchmarks
+NO_MKDOCS_2_WARNING=1 "$PY" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 set +e
 "$PY" -m pytest -q -p no:cacheprovider "$@"
 rc=$?
