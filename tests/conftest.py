@@ -78,7 +78,7 @@ def oracle_checkpoint():
 @pytest.fixture
 def tile_calls(monkeypatch):
     """What each call of the flat-tile path returned: True for masks, False for 'take the banded path'."""
-    from samkit import transforms as T
+    from samkit.kernels import upsample as T
 
     calls = []
     real = T._threshold_by_tiles
@@ -90,3 +90,22 @@ def tile_calls(monkeypatch):
 
     monkeypatch.setattr(T, "_threshold_by_tiles", spy)
     return calls
+
+
+@pytest.fixture
+def mock_cpu(monkeypatch):
+    """Factory: make the execution policy see a CPU with the given :class:`samkit.policy.CPUFeatures`
+    (``mock_cpu(avx512_bf16=True)``), whatever this machine has. Models loaded afterwards and the
+    kernels follow it; the real features come back after the test."""
+    from samkit import policy
+
+    def use(**features):
+        # oneDNN's fused bf16 linear runs only on CPUs that really have native bf16: off unless asked
+        features.setdefault("onednn", False)
+        feats = policy.CPUFeatures(**features)
+        monkeypatch.setattr(policy, "cpu_features", lambda: feats)
+        policy._default.cache_clear()
+        return feats
+
+    yield use
+    policy._default.cache_clear()

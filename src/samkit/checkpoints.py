@@ -6,6 +6,7 @@ Checkpoints keep Meta's layout, ``{"model": state_dict}``, and key names; they l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from .configs import VARIANTS, ModelConfig, get_config, resolve_name, variant_names
 from .modeling import SAM2Model
+from .policy import decide
 
 __all__ = [
     "CheckpointError",
@@ -199,6 +201,7 @@ def load_model(
     precision: str = "fp32",
     compile: bool = False,
     cuda_graphs: bool = True,
+    apply_postprocessing: bool = True,
 ) -> SAM2Model:
     """Build a SAM 2 / 2.1 model and load its weights.
 
@@ -209,20 +212,24 @@ def load_model(
             Hugging Face hub into its standard cache once, then reused.
         device: ``"cpu"``, ``"cuda"``, ``"mps"``...; ``None`` picks CUDA when present, else the CPU.
         precision: ``"fp32"`` (exact: the reference's numbers) or ``"bf16"`` (the fast path: the image
-            encoder runs in bfloat16; where bf16 matmuls are fast (CUDA, CPUs with AVX512-BF16 or AMX)
-            clicks and automatic masks also decode with a mask decoder whose image side is bf16 and video
-            tracking runs its memory attention under bfloat16 autocast; the weights, prompt encoder
-            and memory encoder stay float32). Predictors follow the model.
-        compile: use torch.compile where it pays. Today that is one step, on the CPU: the
-            full-resolution upsampling of an image predictor's masks (~3 ms of a 2250x1500 click;
-            same masks). The first click in a process compiles it (3-5 s; needs a C++ compiler,
-            else a warning and the eager path): worth it in a server or a notebook, not for one
-            image. :func:`samkit.transforms.warm_up_compiled` compiles it ahead of time.
+            encoder runs in bfloat16; where bf16 matmuls are fast, clicks and automatic masks also
+            decode with a mask decoder whose image side is bf16 and tracking runs its memory attention
+            under bfloat16 autocast; the weights, prompt encoder and memory encoder stay float32).
+        compile: use ``torch.compile`` where it pays: today the full-resolution upsampling of an image
+            predictor's masks on the CPU (same masks). The first click in a process compiles it (a few
+            seconds; needs a C++ compiler, else one warning and the eager path):
+            :func:`samkit.transforms.warm_up_compiled` does it ahead of time.
         cuda_graphs: on a CUDA device, image predictors record a click's prompt encoder and mask
-            decoder as a CUDA graph the second time a prompt shape comes, and replay it after that:
-            the same kernels, so the same masks, without launching ~200 kernels from Python (on an
-            H100, 0.8-0.9 ms instead of 4.3-6.8 ms). Costs a few MiB of GPU memory per shape. No
-            effect elsewhere.
+            decoder as a CUDA graph the second time a prompt shape comes and replay it after that (the
+            same kernels, so the same masks). Costs a few MiB of GPU memory per shape. No effect
+            elsewhere.
+        apply_postprocessing: as the reference's ``build_sam2`` argument: ``True`` keeps the mask
+            decoder's "dynamic multimask via stability" fallback (an unstable single-mask output is
+            replaced by the best of the multimask outputs); ``False`` switches it off, as Meta's
+            automatic-mask notebook builds its model (``use_m2m=True`` gives other masks otherwise).
+
+    All device-dependent decisions are made once here and stored as ``model.policy``
+    (:class:`samkit.policy.Policy`); the performance page of the docs explains them.
 
     Returns:
         The model in eval mode on ``device``.
@@ -230,6 +237,8 @@ def load_model(
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     cfg = get_config(name_or_hf_id)
+    if not apply_postprocessing:
+        cfg = dataclasses.replace(cfg, dynamic_multimask_via_stability=False)
     dev = resolve_device(device)
     if checkpoint is None:
         if not cfg.hf_repo:
@@ -243,9 +252,10 @@ def load_model(
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point() and t.dtype != torch.float32:
             t.data = t.data.float()
-    model.use_compile = bool(compile)
-    model.use_cuda_graphs = bool(cuda_graphs)
-    return apply_precision(model.to(dev).eval(), precision)
+    model = apply_precision(model.to(dev).eval(), precision)
+    # one execution policy, decided here from the device, the CPU and these settings
+    model.policy = decide(dev, precision, compile=compile, cuda_graphs=cuda_graphs)
+    return model
 
 
 def apply_precision(model: SAM2Model, precision: str) -> SAM2Model:

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samkit.modeling import mask_decoder as md
 from samkit.modeling.transformer import Attention, TwoWayTransformer
+from samkit.policy import current
 
 torch.manual_seed(0)
 
@@ -95,53 +95,6 @@ def test_transformer_shared_image_equals_repeated_image():
     close(keys_shared, keys)
 
 
-def test_token_order_upscaling_equals_the_convolutions(tiny_model):
-    dec = tiny_model.sam_mask_decoder
-    c = dec.transformer_dim
-    h = w = 16
-    b, m = 3, 4
-    src = torch.randn(b, h * w, c)
-    hyper = torch.randn(b, m, c // 8)
-    feats = [torch.randn(1, c // 8, 4 * h, 4 * w), torch.randn(1, c // 4, 2 * h, 2 * w)]
-    with torch.inference_mode():
-        got = dec.mask_logits(src, hyper, (h, w), feats)
-        dc1, ln1, act1, dc2, act2 = dec.output_upscaling
-        x = src.transpose(1, 2).reshape(b, c, h, w)
-        up = act2(dc2(act1(ln1(dc1(x) + feats[1]))) + feats[0])
-        want = (hyper @ up.flatten(2)).reshape(b, m, 4 * h, 4 * w)
-        # the untiled version GPUs run: the same, in a few whole-batch operations
-        untiled = md._upscale_tokens_untiled(
-            dec.output_upscaling, src, hyper, (h, w), dec.prepare_skips(feats), torch.empty_like(want)
-        )
-    close(got, want)
-    close(untiled, want)
-
-
-def test_upscaling_is_untiled_off_the_cpu(tiny_model, monkeypatch):
-    """mask_logits takes the tiled upscaling on the CPU and the untiled one elsewhere (here the meta
-    device, where shapes are all there is)."""
-    import copy
-
-    dec = tiny_model.sam_mask_decoder
-    c, h, w, b, m = dec.transformer_dim, 16, 16, 3, 4
-    calls = []
-    for name in ("_upscale_tokens", "_upscale_tokens_untiled"):
-        real = getattr(md, name)
-        monkeypatch.setattr(md, name, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
-    skips = (torch.randn(h * w, c), torch.randn(4 * h * w, c // 2))
-    with torch.inference_mode():
-        dec.mask_logits(torch.randn(b, h * w, c), torch.randn(b, m, c // 8), (h, w), skips=skips)
-        meta = copy.deepcopy(dec).to("meta")
-        out = meta.mask_logits(
-            torch.randn(b, h * w, c, device="meta"),
-            torch.randn(b, m, c // 8, device="meta"),
-            (h, w),
-            skips=tuple(x.to("meta") for x in skips),
-        )
-    assert calls == ["_upscale_tokens", "_upscale_tokens_untiled"]
-    assert out.shape == (b, m, 4 * h, 4 * w) and out.device.type == "meta"
-
-
 def decoder_inputs(model, n: int, dtype: torch.dtype = torch.float32):
     """Random inputs of the mask decoder for one image and n single-point prompts, in ``dtype``:
     (image embedding, positional encoding, sparse prompts, dense prompts, high-res features)."""
@@ -162,9 +115,9 @@ def decoder_inputs(model, n: int, dtype: torch.dtype = torch.float32):
 
 
 def test_many_prompts_equal_one_by_one(tiny_model):
-    """More prompts than a group (PROMPT_GROUP) on one image: the same masks as one prompt at a time."""
+    """More prompts than a group (the policy's prompt_group) on one image: the same masks as one prompt at a time."""
     model = tiny_model
-    n = 2 * md.PROMPT_GROUP + 3
+    n = 2 * current("cpu").prompt_group + 3
     emb_hw = model.image_size // 16
     embed, pe, sparse, dense, feats = decoder_inputs(model, n)
     with torch.inference_mode():
@@ -183,15 +136,16 @@ def test_many_prompts_equal_one_by_one(tiny_model):
 
 
 def test_bf16_groups_equal_one_by_one(tiny_model):
-    """A bfloat16 decoder takes prompts in larger groups (PROMPT_GROUP_BF16); more prompts than a group
+    """A bfloat16 decoder takes prompts in larger groups (the policy's prompt_group_bf16); more prompts than a group
     give each prompt the masks and scores it gets alone, up to bfloat16 rounding."""
     dec = tiny_model.bf16_mask_decoder()
-    n = md.PROMPT_GROUP_BF16 + 3
+    group = current("cpu").prompt_group_bf16
+    n = group + 3
     embed, pe, sparse, dense, feats = decoder_inputs(tiny_model, n, torch.bfloat16)
     with torch.inference_mode():
         masks, ious, _, _ = dec(embed, pe, sparse, dense, True, True, feats)
         assert masks.dtype == torch.bfloat16 and masks.shape[0] == n
-        for i in (0, md.PROMPT_GROUP_BF16 - 1, md.PROMPT_GROUP_BF16, n - 1):
+        for i in (0, group - 1, group, n - 1):
             one = dec(embed, pe, sparse[i : i + 1], dense[:1], True, False, feats)
             close(masks[i : i + 1].float(), one[0].float(), rtol=3e-2)
             close(ious[i : i + 1].float(), one[1].float(), rtol=3e-2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -167,31 +166,6 @@ def test_trunk_hands_the_neck_the_reference_layouts(tiny_model):
         assert m.permute(0, 2, 3, 1).is_contiguous()
 
 
-@pytest.mark.parametrize("activation", [None, "gelu", "relu"])
-def test_fused_linear_matches_the_plain_route(activation):
-    """common.linear: in bfloat16 inference (the fast path) one fused oneDNN call, within bfloat16
-    rounding of linear + activation; in float32 exactly F.linear + activation; with autograd, the
-    plain route, so gradients flow."""
-    from samkit.modeling.common import linear
-
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(96, 384)
-    act = {None: lambda t: t, "gelu": torch.nn.functional.gelu, "relu": torch.relu}[activation]
-    bf = copy.deepcopy(layer).to(torch.bfloat16)
-    x = torch.randn(2, 8, 8, 96)
-    xb = x.to(torch.bfloat16)
-    with torch.inference_mode():
-        assert torch.equal(linear(layer, x, activation), act(layer(x)))
-        got, want = linear(bf, xb, activation), act(bf(xb))
-        assert got.dtype == torch.bfloat16 and got.shape == (2, 8, 8, 384)
-        assert (got.float() - want.float()).abs().max() <= 0.02 * want.float().abs().max()
-    y = linear(bf, xb, activation)  # autograd on: the plain route
-    y.float().sum().backward()
-    assert bf.weight.grad is not None
-    with pytest.raises(ValueError, match="activation"):
-        linear(layer, x, "swish")
-
-
 def test_bf16_mlp_fuses_its_activation_and_matches_float32():
     from samkit.modeling.common import MLP
 
@@ -226,31 +200,16 @@ def test_query_pooling_equals_max_pool2d(dtype, shape, stride):
     assert _pool(x, None) is x
 
 
-@pytest.mark.parametrize("chunk_bytes", [1 << 30, 4096])
-@pytest.mark.parametrize(
-    "q_shape,k_shape", [((2, 3, 40, 16), (2, 3, 40, 16)), ((4, 2, 10, 16), (4, 2, 40, 16))]
-)
-def test_attention_by_matmuls_matches_the_fused_kernel(monkeypatch, chunk_bytes, q_shape, k_shape):
-    """common.attention on the route CPUs without AMX take in bfloat16 (matmuls and a softmax, whole
-    or in query chunks) stays within bf16 rounding of F.scaled_dot_product_attention; float32 is the
-    fused kernel's result exactly; with autograd on, gradients flow; empty inputs do not fail."""
-    from samkit.modeling import common
+def test_one_stability_score_with_the_references_two_empties():
+    """modeling.common.stability_score is the one implementation: the decoder's fallback scores an
+    empty looser mask 1, the automatic generator (amg.stability_score) NaN, as the reference does."""
+    from samkit import amg
+    from samkit.modeling.common import stability_score
 
-    monkeypatch.setattr(common, "_BF16_ATTENTION_BY_MATMULS", True)
-    monkeypatch.setattr(common, "_SCORE_CHUNK_BYTES", chunk_bytes)
-    torch.manual_seed(0)
-    q, k, v = torch.randn(q_shape), torch.randn(k_shape), torch.randn(k_shape)
-    want = F.scaled_dot_product_attention(q, k, v)
-    with torch.inference_mode():
-        assert torch.equal(common.attention(q, k, v), want)
-        # a non-contiguous query view, as the trunk passes (B, N, H, d) transposed
-        qb = q.transpose(1, 2).contiguous().transpose(1, 2).to(torch.bfloat16)
-        got = common.attention(qb, k.to(torch.bfloat16), v.to(torch.bfloat16))
-    assert got.dtype == torch.bfloat16 and got.shape == want.shape
-    assert (got.float() - want).abs().max() < 0.05
-    qg = q.to(torch.bfloat16).requires_grad_()
-    common.attention(qg, k.to(torch.bfloat16), v.to(torch.bfloat16)).float().sum().backward()
-    assert qg.grad is not None and torch.isfinite(qg.grad).all()
-    with torch.inference_mode():
-        empty = common.attention(qb[..., :0, :], k.to(torch.bfloat16), v.to(torch.bfloat16))
-    assert empty.shape == (*q_shape[:2], 0, q_shape[-1])
+    logits = torch.full((2, 4, 4), -5.0)
+    logits[0, :2, :2] = 3.0  # 4 pixels above +1, the same 4 above -1
+    logits[0, 2, 2] = 0.5  # above -1 only
+    got = stability_score(logits, 0.0, 1.0)
+    assert got[0].item() == pytest.approx(4 / 5) and got[1].item() == 1.0
+    nan = amg.stability_score(logits, 0.0, 1.0)
+    assert nan[0].item() == got[0].item() and torch.isnan(nan[1])

@@ -1,7 +1,7 @@
 """Recorded clicks (predictors/_graphs.py) without a GPU: CUDA's recording is replaced by one that
 re-runs the recorded function on the recorded (static) tensors, so everything around it -- which
 shapes are recorded, the image side refilled on a new image, copies handed out, the eviction and
-the fallback -- is checked here. benchmarks/gpu_check.py checks real graphs on a GPU."""
+the fallback -- is checked here. tests/gpu/check.py checks real graphs on a GPU."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import samkit
+from samkit.policy import decide
 from samkit.predictors import _graphs
 from samkit.predictors.image import ImagePredictor
 
@@ -143,9 +144,12 @@ def test_a_failed_recording_warns_once_and_stays_eager(tiny_model, images, graph
 
 
 def test_graphs_only_on_cuda_and_can_be_turned_off(tiny_checkpoint, tiny_model):
-    # on the CPU the real switch is off whatever the model says
+    # on the CPU the policy turns graphs off whatever load_model was asked
     p = samkit.ImagePredictor(tiny_model)
-    assert tiny_model.use_cuda_graphs is True
+    assert tiny_model.policy.cuda_graphs is False
     assert p._use_cuda_graphs() is False
+    # on CUDA they are on by default, and load_model(cuda_graphs=False) turns them off
+    assert decide("cuda", cuda_bf16=True).cuda_graphs is True
+    assert decide("cuda", cuda_graphs=False, cuda_bf16=True).cuda_graphs is False
     off = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu", cuda_graphs=False)
-    assert off.use_cuda_graphs is False
+    assert off.policy.cuda_graphs is False

@@ -258,13 +258,11 @@ def test_object_without_prompts_is_reported(tiny_model):
 
 
 @pytest.mark.parametrize("fast_bf16", [True, False])
-def test_fast_model_tracks_with_bf16_memory_attention(tiny_checkpoint, tiny_model, monkeypatch, fast_bf16):
+def test_fast_model_tracks_with_bf16_memory_attention(tiny_checkpoint, tiny_model, mock_cpu, fast_bf16):
     """A precision='bf16' model tracks with its memory attention under bf16 autocast where bf16 is
     fast (and in float32 elsewhere); its masks stay close to the exact path's, and a float32 model is
     never autocast."""
-    import samkit.runtime
-
-    monkeypatch.setattr(samkit.runtime, "has_fast_bf16", lambda device: fast_bf16)
+    mock_cpu(avx512_bf16=fast_bf16)
     fast = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu", precision="bf16")
     seen = []
     attn = fast.memory_attention.layers[0].cross_attn_image

@@ -21,8 +21,8 @@ def _pool(x: torch.Tensor, stride: tuple[int, int] | None) -> torch.Tensor:
     ``F.max_pool2d`` does); identity when stride is None.
 
     Taken as the elementwise maximum of the stride's sub-grids of the channels-last tokens: the same
-    values as max_pool2d on the NCHW view, which first copied the (often strided) tokens into NCHW
-    order (query pooling at 1024 px: 7.2 ms against 14.8 fp32, 8.5 against 10.1 bf16)."""
+    values as max_pool2d on the NCHW view, which first copies the (often strided) tokens into NCHW
+    order."""
     if stride is None:
         return x
     sh, sw = stride
@@ -143,9 +143,9 @@ class PatchEmbed(nn.Module):
             # convolution rounds differently (~1e-6) on a channels-last one
             return self.proj(x).permute(0, 2, 3, 1)
         # The fast path: a channels-last input makes oneDNN write a channels-last output, which is
-        # (B, H, W, C) contiguous once permuted. No layout copy (bf16 at 1024 px: 5.7 ms against 22.8
-        # for the NCHW conv, whose bf16 kernel reorders its output, plus a copy), and the first
-        # stage's residual adds and norms no longer work across a channel stride of H*W (12 ms each).
+        # (B, H, W, C) contiguous once permuted: no layout copy (the NCHW conv's bf16 kernel reorders
+        # its output, then a copy), and the first stage's residual adds and norms do not work across
+        # a channel stride of H*W.
         x = self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
         return x.contiguous()  # a no-op where the convolution honoured the layout
 
@@ -195,8 +195,8 @@ class Hiera(nn.Module):
     def position_embedding(self, h: int, w: int) -> torch.Tensor:
         """(1, h, w, C) background (bicubic-resized) plus the window embedding tiled over it.
 
-        Cached: it depends only on the size and the two parameters (the bicubic resize alone took
-        about 45 ms of every 1024 px encode). The key carries the parameters' version counters, so
+        Cached: it depends only on the size and the two parameters (the bicubic resize is a
+        noticeable part of an encode). The key carries the parameters' version counters, so
         loading other weights in place computes it afresh.
         """
         win = self.pos_embed_window

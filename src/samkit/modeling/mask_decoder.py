@@ -6,22 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import upscale as upscale_kernels
+from ..policy import current
 from .common import MLP, LayerNorm2d, stability_score
 from .transformer import TwoWayTransformer
-
-# Prompts that go through the decoder together when they share one image: a group's per-prompt image
-# tokens (4 MiB each at 64x64x256) stay in cache across the elementwise steps between the matmuls.
-# In bfloat16 larger groups pay instead (the matmuls are short enough that per-call costs show): 64
-# prompts of automatic masks took 14.0 / 12.3 / 11.8 ms each in groups of 4 / 16 / 64 (interleaved,
-# one process); float32 was flat from 4 to 32 (15.3-15.9 ms).
-PROMPT_GROUP = 4
-PROMPT_GROUP_BF16 = 16
-# Off the CPU there is no cache to fit and every operation is a kernel launch: whole batches of the
-# automatic mask generator (64 prompts) go through together, and the upscaling runs untiled.
-PROMPT_GROUP_GPU = 64
 
 
 @dataclass
@@ -180,10 +170,10 @@ class MaskDecoder(nn.Module):
             return e(0, n - first_mask, 4 * h, 4 * w), e(0, n), e(0, n, c), e(0, 1)
         masks = None
         outs = []
-        if prep.src.device.type != "cpu":
-            group = PROMPT_GROUP_GPU
-        else:
-            group = PROMPT_GROUP_BF16 if prep.src.dtype == torch.bfloat16 else PROMPT_GROUP
+        # prompts that go through together (the policy: cache-sized groups on the CPU, whole batches
+        # where every operation is a kernel launch)
+        policy = current(prep.src.device)
+        group = policy.prompt_group_bf16 if prep.src.dtype == torch.bfloat16 else policy.prompt_group
         for s in range(0, b, group):
             hs, src = self.run_transformer(prep, sparse_prompt_embeddings[s : s + group], s)
             iou_pred, mask_tokens_out, obj_logits, hyper_in = self.heads(hs, first_mask)
@@ -235,8 +225,7 @@ class MaskDecoder(nn.Module):
         """The image side of every decoder call on one image (1, C, h, w) with one dense embedding
         (1, C, h, w) -- the no-mask embedding of point and box prompts --, first layer projections
         and (given the high-res features) upscaling skips included, to pass as ``prepared`` to any
-        number of calls: a click then skips ~0.4 GFLOP and ~3 ms of copies of image work it would
-        otherwise redo."""
+        number of calls: a click then skips the image work it would otherwise redo."""
         src = image_embedding + dense_prompt_embedding
         with_skips = self.use_high_res_features and high_res_features is not None
         skips = self.prepare_skips(high_res_features) if with_skips else None
@@ -251,13 +240,7 @@ class MaskDecoder(nn.Module):
         """
         if high_res_features is None:
             raise ValueError("this mask decoder needs the high-resolution features")
-        dc1, _, _, dc2, _ = self.output_upscaling
-        feat_s0, feat_s1 = high_res_features
-        c1, c2 = dc1.out_channels, dc2.out_channels
-        h, w = feat_s1.shape[-2] // 2, feat_s1.shape[-1] // 2
-        s1 = feat_s1[0].reshape(c1, h, 2, w, 2).permute(1, 3, 2, 4, 0).reshape(h * w, 4 * c1)
-        s0 = feat_s0[0].reshape(c2, 2 * h, 2, 2 * w, 2).permute(1, 3, 2, 4, 0).reshape(4 * h * w, 4 * c2)
-        return s1 + dc1.bias.repeat(4), s0 + dc2.bias.repeat(4)
+        return upscale_kernels.prepare_skips(self.output_upscaling, high_res_features)
 
     def run_transformer(
         self, prep: DecoderInputs, sparse_prompt_embeddings: torch.Tensor, start: int = 0
@@ -318,7 +301,10 @@ class MaskDecoder(nn.Module):
             return out
         if skips is None:
             skips = self.prepare_skips(high_res_features)
-        upscale = _upscale_tokens if src.device.type == "cpu" else _upscale_tokens_untiled
+        if current(src.device).upscale == "tiled":
+            upscale = upscale_kernels.upscale_tiled
+        else:
+            upscale = upscale_kernels.upscale_untiled
         return upscale(self.output_upscaling, src, hyper_in, (h, w), skips, out)
 
     def _dynamic_multimask_via_stability(
@@ -339,88 +325,3 @@ class MaskDecoder(nn.Module):
         masks = torch.where(stable[..., None, None], single_masks, best_masks)
         ious = torch.where(stable, single_ious, best_ious)
         return masks, ious
-
-
-# Rows of the h x w grid upscaled at a time: the working set of one prompt's tile (about 3 MiB at
-# 16 rows) stays in cache through the matmul -> norm -> GELU -> matmul -> GELU chain, where whole
-# (B, C/8, 4h, 4w) maps (8 MiB per prompt) would go through memory after every step.
-_UPSCALE_ROWS = 16
-
-
-def _token_order_weights(
-    upscaling: nn.Sequential, skips: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype
-):
-    """The upscaling's weights for token-order matmuls, in ``dtype``: the two transposed convolutions'
-    (C_in, C_out, 2, 2) as (C_in, 4 * C_out), columns ordered (sub-row, sub-col, channel); the skips;
-    and the channel LayerNorm as a function of (N, C) rows."""
-    dc1, ln1, _, dc2, _ = upscaling
-    c1, c2 = dc1.out_channels, dc2.out_channels
-    w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1).to(dtype)
-    w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(dtype)
-    s1, s0 = (x.to(dtype) for x in skips)
-    ln_w, ln_b = ln1.weight.to(dtype), ln1.bias.to(dtype)
-    return w1, w2, s1, s0, lambda y: F.layer_norm(y, (c1,), ln_w, ln_b, ln1.eps)
-
-
-def _upscale_tokens(
-    upscaling: nn.Sequential,
-    src: torch.Tensor,
-    hyper_in: torch.Tensor,
-    hw: tuple[int, int],
-    skips: tuple[torch.Tensor, torch.Tensor],
-    out: torch.Tensor,
-) -> torch.Tensor:
-    """The decoder's upscaling (two 2x2 stride-2 transposed convolutions with the high-res skips, a
-    channel LayerNorm and GELUs) and the per-mask filters, computed in token order.
-
-    A 2x2 stride-2 transposed convolution is a matmul per input pixel (C_in -> 4 * C_out columns,
-    one block per output sub-pixel), so both convolutions, the norm and the filters are plain
-    matmuls and row-wise ops on a contiguous tile of a few grid rows, and a tile is put in image
-    order between them by moving whole channel vectors. ``skips``: MaskDecoder.prepare_skips.
-    Writes masks (B, M, 4h, 4w) into ``out``. Equal to the channels-first computation up to float
-    rounding.
-    """
-    b, m = hyper_in.shape[:2]
-    h, w = hw
-    w1, w2, s1, s0, ln = _token_order_weights(upscaling, skips, src.dtype)
-    c1, c2 = w2.shape[0], w2.shape[1] // 4
-    filters = hyper_in.to(src.dtype)  # (B, M, C/8)
-
-    for r0 in range(0, h, _UPSCALE_ROWS):
-        r1 = min(h, r0 + _UPSCALE_ROWS)
-        rows = r1 - r0
-        t0, t1 = r0 * w, r1 * w
-        for i in range(b):
-            y = torch.addmm(s1[t0:t1], src[i, t0:t1], w1).view(rows, w, 2, 2, c1)
-            y = y.transpose(1, 2).reshape(-1, c1)  # rows: 2h x 2w pixels in image order
-            y = F.gelu(ln(y))
-            z = F.gelu(torch.addmm(s0[4 * t0 : 4 * t1], y, w2)).view(2 * rows, 2 * w, 2, 2, c2)
-            z = z.transpose(1, 2).reshape(-1, c2)  # rows: 4h x 4w pixels in image order
-            torch.mm(filters[i], z.t(), out=out[i, :, 4 * r0 : 4 * r1].view(m, -1))
-    return out
-
-
-def _upscale_tokens_untiled(
-    upscaling: nn.Sequential,
-    src: torch.Tensor,
-    hyper_in: torch.Tensor,
-    hw: tuple[int, int],
-    skips: tuple[torch.Tensor, torch.Tensor],
-    out: torch.Tensor,
-) -> torch.Tensor:
-    """:func:`_upscale_tokens` for all prompts and grid rows at once: the same matmuls and row-wise
-    ops on whole (B, tokens, channels) tensors, for devices where each operation is a kernel launch
-    and nothing is gained by staying in a cache (for 64 prompts of a 64x64 grid the tiled version
-    makes 14.9k PyTorch operations, 1.5k of them matmuls, norms and GELUs; this one 74, 6 of them). Writes masks (B, M, 4h, 4w) into ``out``."""
-    b, m = hyper_in.shape[:2]
-    h, w = hw
-    w1, w2, s1, s0, ln = _token_order_weights(upscaling, skips, src.dtype)
-    c1, c2 = w2.shape[0], w2.shape[1] // 4
-    # (the skips are shared by all prompts: broadcast, not copied)
-    y = torch.baddbmm(s1.expand(b, -1, -1), src.reshape(b, h * w, -1), w1.expand(b, -1, -1))
-    y = y.view(b, h, w, 2, 2, c1).transpose(2, 3).reshape(b, -1, c1)  # 2h x 2w pixels in image order
-    y = F.gelu(ln(y))
-    z = F.gelu(torch.baddbmm(s0.expand(b, -1, -1), y, w2.expand(b, -1, -1))).view(b, 2 * h, 2 * w, 2, 2, c2)
-    z = z.transpose(2, 3).reshape(b, -1, c2)  # rows: per prompt, 4h x 4w pixels in image order
-    torch.bmm(hyper_in.to(src.dtype), z.transpose(1, 2), out=out.view(b, m, -1))
-    return out

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..configs import ModelConfig
+from ..policy import Policy, decide
 from .common import MLP, pointwise_conv
 from .image_encoder import BackboneOutput, ImageEncoder
 from .mask_decoder import MaskDecoder
@@ -27,12 +28,9 @@ class SAM2Model(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        # load_model(..., compile=True): the predictors run torch.compile'd code where it pays
-        # (today: the full-resolution upsampling of a click's masks on the CPU)
-        self.use_compile = False
-        # on CUDA, image predictors replay a click's prompt encoder + decoder as recorded CUDA
-        # graphs (predictors/_graphs.py): the same kernels on the same inputs, so the same numbers
-        self.use_cuda_graphs = True
+        # how this model runs (samkit.policy): set by load_model, re-decided if the model moves
+        self._policy_settings = {"compile": False, "cuda_graphs": True}
+        self._policy: Policy | None = None
         c, mem = cfg.d_model, cfg.mem_dim
         self.hidden_dim, self.mem_dim = c, mem
         self.image_size = cfg.image_size
@@ -113,15 +111,35 @@ class SAM2Model(nn.Module):
     def precision(self) -> str:
         return "bf16" if self.image_encoder.trunk.patch_embed.proj.weight.dtype == torch.bfloat16 else "fp32"
 
-    def fast_mask_decoder(self, many_prompts: bool = False) -> MaskDecoder:
-        """The mask decoder the fast path decodes with: :meth:`bf16_mask_decoder` where that pays,
-        else the model's own float32 decoder. For a click's few prompts that is on CPUs with fast
-        bf16, not GPUs (:func:`samkit.runtime.bf16_pays_for_light_work`); with ``many_prompts`` (the
-        automatic mask generator's batches of 64 points) wherever bf16 is fast, GPUs too: there the
-        work is large enough to gain (tiny on an H100: 16x16 points in 0.05 s against 0.18)."""
-        from ..runtime import bf16_pays_for_light_work, has_fast_bf16
+    @property
+    def policy(self) -> Policy:
+        """How this model runs (:class:`samkit.policy.Policy`): decided by :func:`samkit.load_model`
+        from the device, the CPU and its settings, and decided again with the same settings when the
+        model has moved to another device or changed precision."""
+        p = self._policy
+        if p is None or p.device != self.device.type or p.precision != self.precision:
+            p = decide(self.device, self.precision, **self._policy_settings)
+            self._policy = p
+        return p
 
-        pays = has_fast_bf16(self.device) if many_prompts else bf16_pays_for_light_work(self.device)
+    @policy.setter
+    def policy(self, value: Policy) -> None:
+        if not isinstance(value, Policy):
+            raise TypeError(f"model.policy must be a samkit.policy.Policy, got {type(value).__name__}")
+        if value.device != self.device.type or value.precision != self.precision:
+            raise ValueError(
+                f"a policy for {value.device}/{value.precision} does not fit this "
+                f"{self.device.type}/{self.precision} model"
+            )
+        self._policy_settings = {"compile": value.compile, "cuda_graphs": value.cuda_graphs}
+        self._policy = value
+
+    def fast_mask_decoder(self, many_prompts: bool = False) -> MaskDecoder:
+        """The mask decoder the fast path decodes with: :meth:`bf16_mask_decoder` where the policy
+        says so (``click_decoder``, or with ``many_prompts`` -- the automatic mask generator's
+        batches of 64 points -- ``amg_decoder``), else the model's own float32 decoder."""
+        policy = self.policy
+        pays = (policy.amg_decoder if many_prompts else policy.click_decoder) == "bf16"
         return self.bf16_mask_decoder() if pays else self.sam_mask_decoder
 
     def bf16_mask_decoder(self) -> MaskDecoder:
@@ -133,8 +151,8 @@ class SAM2Model(nn.Module):
 
         Only the layers that see nothing but image tokens are cast (the upscaling and the image
         tokens' norms, see :meth:`MaskDecoder.image_side_modules`); the few output and prompt tokens
-        stay float32. A bfloat16 matmul of a few rows costs 40-50 us of fixed overhead on the CPU,
-        several times the float32 one, and a click makes ~40 of them."""
+        stay float32: a bfloat16 matmul of a few rows has a fixed overhead on the CPU several times
+        the float32 one's, and a click makes dozens of them."""
         dev = self.device
         cached = self.__dict__.get("_bf16_decoder")
         if cached is None or cached[0] != dev:
@@ -151,17 +169,13 @@ class SAM2Model(nn.Module):
 
     def fast_autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for the fast path's tracking steps (memory attention): bfloat16 autocast on
-        this model's device for a ``precision="bf16"`` model where that pays
-        (:func:`samkit.runtime.bf16_pays_for_light_work`: CPUs with fast bf16, not GPUs); elsewhere,
-        and always for float32 models, a no-op, so the exact path keeps the reference's numbers.
-        Autocast runs the matmuls and attention in bf16 (4-6x faster with AMX) and keeps layer norms
-        and residual sums in float32; callers cast the result back with ``.float()``."""
-        from ..runtime import bf16_pays_for_light_work
-
-        dev = self.device
-        if self.precision != "bf16" or not bf16_pays_for_light_work(dev):
+        this model's device where the policy says so (``tracking_autocast``: a ``precision="bf16"``
+        model on a CPU with fast bf16); elsewhere, and always for float32 models, a no-op, so the
+        exact path keeps the reference's numbers. Autocast runs the matmuls and attention in bf16 and
+        keeps layer norms and residual sums in float32; callers cast the result back with ``.float()``."""
+        if not self.policy.tracking_autocast:
             return contextlib.nullcontext()
-        return torch.autocast(dev.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     # --- image path ---------------------------------------------------------------------------
 
@@ -176,8 +190,8 @@ class SAM2Model(nn.Module):
         high_res = self.cfg.use_high_res_features_in_sam
         if enc_dtype != torch.float32:
             # The fast path: project the two high-res levels in the encoder's dtype (256 -> 32 and 64
-            # channels), then hand float32 features to the float32 heads. Casting the 256-channel level-0
-            # map first cost 100 ms of copies per 1024 px image (a 64 MiB cast plus a layout copy).
+            # channels), then hand float32 features to the float32 heads, rather than casting the
+            # 256-channel level-0 map first (a 64 MiB cast plus a layout copy per 1024 px image).
             if high_res:
                 out.features[0] = pointwise_conv(self.sam_mask_decoder.conv_s0, out.features[0])
                 out.features[1] = pointwise_conv(self.sam_mask_decoder.conv_s1, out.features[1])
@@ -192,10 +206,8 @@ class SAM2Model(nn.Module):
 
     @property
     def encoder_batch(self) -> int:
-        """Images the encoder runs at once. On the CPU one at a time is faster per image (measured on a
-        2-core EPYC, sam2.1-tiny at 1024 px: 1.74 s/img alone, 2.24 at 2, 2.59 at 4: activations of
-        several images overflow the caches); accelerators take the whole batch."""
-        return 1 if self.device.type == "cpu" else 64
+        """Images the encoder runs at once (the policy's ``encoder_batch``)."""
+        return self.policy.encoder_batch
 
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """:meth:`encode_image` over a batch in chunks of :attr:`encoder_batch`, concatenated."""

@@ -12,7 +12,7 @@ from .position_encoding import apply_rope, axial_rope_angles, rope_rotations
 
 def project(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)`` in x's dtype: the fast decoder keeps its token-side weights in float32 (a bfloat16
-    matmul of a few rows costs 40-50 us of fixed overhead on the CPU, ~5x a float32 one), and these
+    matmul of a few rows has several times a float32 one's fixed overhead on the CPU), and these
     few layers also project the bfloat16 image. A no-op cast when the dtypes agree."""
     bias = None if layer.bias is None else layer.bias.to(x.dtype)
     return F.linear(x, layer.weight.to(x.dtype), bias)
@@ -84,7 +84,7 @@ class Attention(nn.Module):
     def project_q(self, q: torch.Tensor) -> torch.Tensor:
         """Head-split query projection of one image (1, N, C), transposed to (H, d, N) and contiguous,
         to share across ``attend_to_tokens`` calls (the copy a transposed bmm operand would cost every
-        call, ~0.5 ms, is made once per image)."""
+        call is made once per image)."""
         return self._heads(project(self.q_proj, q))[0].transpose(1, 2).contiguous()
 
     def attend_to_image(
@@ -99,7 +99,7 @@ class Attention(nn.Module):
         b, t, _ = q.shape
         if kv_heads is not None:
             # the B*T queries of a head meet its shared keys in one (B*T x d) @ (d x N) product: for
-            # queries this short the CPU's flash-attention kernel was ~3x slower (0.75 ms a click)
+            # queries this short the CPU's flash-attention kernel is several times slower
             kt, vh = kv_heads
             h, d = kt.shape[0], kt.shape[1]
             qh = self._heads(self.q_proj(q)) * d**-0.5  # (B, H, T, d)

@@ -38,8 +38,8 @@ class Embedding:
 class Engine:
     # Images whose ImagePredictor is kept between requests. A predictor holds the decoder's image side
     # prepared once per image (13 MiB in bf16 for the tiny model: the prompt-free image tokens, the
-    # first layer's projections, the upscaling's skips); a fresh predictor per request redid it on
-    # every click: 34 ms against 24 ms a click on the 1800x1200 truck photo (tiny, bf16, 2 cores).
+    # first layer's projections, the upscaling's skips); a fresh predictor per request would redo it
+    # on every click (see the performance page).
     PREDICTORS_KEPT = 8
 
     def __init__(self, model: SAM2Model, config: ServerConfig) -> None:
