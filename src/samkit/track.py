@@ -12,8 +12,7 @@ frames done (``"complete": false`` and where it stopped) and :class:`TrackingInt
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,67 +20,33 @@ import numpy as np
 from . import rle
 from ._files import atomic_write
 from .predictors.video import VideoPredictor
+from .prompts import Prompt, parse_frame_prompt
 from .video_io import VideoSource
 from .visualize import PALETTE, mask_to_png, overlay_masks
 
-__all__ = ["Prompt", "TrackResult", "TrackingInterrupted", "parse_prompt", "track_to_folder"]
+__all__ = ["FramePrompt", "TrackResult", "TrackingInterrupted", "parse_frame_prompts", "track_to_folder"]
 
 
-@dataclass
-class Prompt:
-    """Prompts for one object on one frame: clicks (x, y, label) and/or a box."""
+@dataclass(frozen=True)
+class FramePrompt:
+    """One object's prompt (:class:`samkit.prompts.Prompt`) on one frame."""
 
     frame: int
     obj_id: int | str
-    points: list[tuple[float, float]] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    box: tuple[float, float, float, float] | None = None
+    prompt: Prompt
 
 
-_PROMPT = re.compile(r"^(\d+):([^:]+):(.+)$")
-
-
-def parse_prompt(text: str) -> Prompt:
-    """``FRAME:OBJ:X,Y[:LABEL]`` (a click, label 1 or 0) or ``FRAME:OBJ:box=X0,Y0,X1,Y1``."""
-    m = _PROMPT.match(text.strip())
-    if not m:
-        raise ValueError(
-            f"prompt must look like FRAME:OBJ:X,Y[:LABEL] or FRAME:OBJ:box=X0,Y0,X1,Y1, got {text!r}"
-        )
-    frame, obj, rest = int(m.group(1)), m.group(2), m.group(3)
-    obj_id: int | str = int(obj) if obj.isdigit() else obj
-    try:
-        if rest.startswith("box="):
-            box = tuple(float(v) for v in rest[4:].split(","))
-            if len(box) != 4 or not all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
-                raise ValueError
-            return Prompt(frame, obj_id, box=box)  # type: ignore[arg-type]
-        coords, _, label = rest.partition(":")
-        x, y = (float(v) for v in coords.split(","))
-        lab = int(label) if label else 1
-        if lab not in (0, 1) or not (np.isfinite(x) and np.isfinite(y)):
-            raise ValueError
-    except ValueError:
-        raise ValueError(
-            f"bad prompt {text!r}: use FRAME:OBJ:X,Y[:LABEL] with LABEL 1 or 0, or "
-            "FRAME:OBJ:box=X0,Y0,X1,Y1 with X1 > X0 and Y1 > Y0"
-        ) from None
-    return Prompt(frame, obj_id, points=[(x, y)], labels=[lab])
-
-
-def merge_prompts(prompts: list[Prompt]) -> list[Prompt]:
-    """Combine the clicks (and at most one box) given for the same object and frame."""
+def parse_frame_prompts(texts: list[str]) -> list[FramePrompt]:
+    """``FRAME:OBJ:X,Y[:LABEL]`` / ``FRAME:OBJ:box=X0,Y0,X1,Y1`` texts (see
+    :func:`samkit.prompts.parse_frame_prompt`), the clicks and box of each object and frame merged."""
     merged: dict[tuple[int, int | str], Prompt] = {}
-    for p in prompts:
-        key = (p.frame, p.obj_id)
-        q = merged.setdefault(key, Prompt(p.frame, p.obj_id))
-        q.points += p.points
-        q.labels += p.labels
-        if p.box is not None:
-            if q.box is not None:
-                raise ValueError(f"two boxes for object {p.obj_id} on frame {p.frame}")
-            q.box = p.box
-    return list(merged.values())
+    for text in texts:
+        frame, obj_id, prompt = parse_frame_prompt(text)
+        key = (frame, obj_id)
+        merged[key] = (
+            merged[key].merged(prompt, f"object {obj_id} on frame {frame}") if key in merged else prompt
+        )
+    return [FramePrompt(f, o, p) for (f, o), p in merged.items()]
 
 
 class TrackingInterrupted(RuntimeError):
@@ -137,7 +102,7 @@ def _write_annotations(
 def track_to_folder(
     predictor: VideoPredictor,
     video,
-    prompts: list[Prompt],
+    prompts: list[FramePrompt],
     out_dir: str | Path,
     write_pngs: bool = True,
     write_overlay: bool = True,
@@ -147,7 +112,6 @@ def track_to_folder(
     """Prompt, propagate forward (then backward from the first prompted frame) and write the results."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prompts = merge_prompts(prompts)
     if not prompts:
         raise ValueError("give at least one prompt")
     state = predictor.init_state(video, offload_state_to_cpu=offload_state_to_cpu)
@@ -158,15 +122,11 @@ def track_to_folder(
                 f"prompt frame {p.frame} out of range: the video has {state.num_frames} frames "
                 f"(0..{state.num_frames - 1})"
             )
-        for x, y in p.points:
-            if not (0 <= x < state.video_width and 0 <= y < state.video_height):
-                raise ValueError(
-                    f"point {x:g},{y:g} on frame {p.frame} lies outside the "
-                    f"{state.video_width}x{state.video_height} video"
-                )
+        p.prompt.check_bounds(state.video_width, state.video_height, f"frame {p.frame}")
     for p in sorted(prompts, key=lambda p: p.frame):
+        q = p.prompt
         predictor.add_new_points_or_box(
-            state, p.frame, p.obj_id, points=p.points or None, labels=p.labels or None, box=p.box
+            state, p.frame, p.obj_id, points=q.point_coords, labels=q.point_labels, box=q.box
         )
     obj_ids = state.obj_ids
     per_frame: dict[int, list[dict]] = {}

@@ -26,7 +26,7 @@ def test_parses_points_boxes_and_groups_by_image(tmp_path):
     assert list(prompts) == ["a/x.jpg", "y.jpg"]
     first, second = prompts["a/x.jpg"]
     assert first.points == ((1.0, 2.0), (3.0, 4.0)) and first.labels == (1, 0) and first.box is None
-    assert second.box == (0.0, 0.0, 5.0, 5.0) and second.points is None and not second.multimask
+    assert second.box == (0.0, 0.0, 5.0, 5.0) and second.points == () and not second.multimask
     assert prompts["y.jpg"][0].labels == (1,) and prompts["y.jpg"][0].multimask
     assert first.line == 1 and second.line == 3
 

@@ -101,7 +101,7 @@ def test_video_errors(client, clip, tmp_path):
     vid = upload(client, clip).json()["video_id"]
     for body in (
         {"frame_idx": 99, "obj_id": 1, "points": [[1, 1]], "labels": [1]},
-        {"frame_idx": 0, "obj_id": 1, "points": [[1, 1]], "labels": []},
+        {"frame_idx": 0, "obj_id": 1, "points": [[1, 1]], "labels": [2]},
         {"frame_idx": 0, "obj_id": 1},
     ):
         r = client.post(f"/v1/videos/{vid}/prompts", json=body)

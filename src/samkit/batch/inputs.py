@@ -11,7 +11,6 @@ prompt file, in the output folder and in the manifest, so a job reads the same w
 from __future__ import annotations
 
 import glob
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -186,19 +185,10 @@ def read_bytes(uri: str) -> bytes:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> HxWx3 uint8 RGB; ValueError with the reason for anything unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    """Encoded image bytes -> HxWx3 uint8 RGB (:func:`samkit.transforms.decode_image`)."""
+    from ..transforms import decode_image as decode
 
-    from ..transforms import to_rgb_array
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_rgb_array(im)
-    except UnidentifiedImageError:
-        raise ValueError("not an image file PIL can read") from None
-    except Exception as e:  # PIL raises many types for broken files; all mean "cannot decode"
-        raise ValueError(f"cannot decode image ({type(e).__name__}: {e})") from None
+    return decode(data)
 
 
 def load(ref: ImageRef) -> np.ndarray:

@@ -211,6 +211,9 @@ class Segmenter:
     def _prompted(self, image: np.ndarray, prompts: list[Prompt] | None) -> list[dict]:
         if not prompts:
             raise ValueError("no prompts for this image in the prompt file")
+        h, w = image.shape[:2]
+        for p in prompts:  # the same rule as every entry point: points inside the image
+            p.check_bounds(w, h)
         # prompts of the same shape are decoded together: (B, N, 2) points and/or (B, 4) boxes
         groups: dict[tuple, list[int]] = {}
         for j, p in enumerate(prompts):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import rle
+from .. import coco, rle
 from .._files import atomic_write
 from .job import ImageResult, dumps
 
@@ -198,24 +198,18 @@ class OutputDir:
         """One COCO dataset file from the results of ``keys`` (default: every done image), images in key
         order; returns counts."""
         keys = sorted(self.done_keys() if keys is None else keys)
-        images, annotations = [], []
-        for image_id, key in enumerate(keys, start=1):
-            doc = json.loads(result_path(self.root, key).read_text(encoding="utf-8"))
-            images.append({"id": image_id, "file_name": key, "width": doc["width"], "height": doc["height"]})
-            for a in doc["annotations"]:
-                annotations.append(
-                    {"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0, **a}
-                )
-        coco = {
-            "info": {"description": "samkit batch results"},
-            "images": images,
-            "categories": [{"id": 1, "name": "object"}],
-            "annotations": annotations,
-        }
+        docs = [(key, json.loads(result_path(self.root, key).read_text(encoding="utf-8"))) for key in keys]
+        doc = coco.dataset(
+            (
+                ({"file_name": key, "width": d["width"], "height": d["height"]}, d["annotations"])
+                for key, d in docs
+            ),
+            "samkit batch results",
+        )
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, lambda p: p.write_text(json.dumps(coco), encoding="utf-8"))
-        return {"images": len(images), "annotations": len(annotations)}
+        atomic_write(out, lambda p: p.write_text(json.dumps(doc), encoding="utf-8"))
+        return {"images": len(doc["images"]), "annotations": len(doc["annotations"])}
 
 
 class BackgroundWriter:

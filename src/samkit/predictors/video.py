@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from .. import tracking as trk
 from .._lru import LRU
 from ..modeling import SAM2Model
+from ..prompts import as_float_tensor, box_tensor, point_tensors
 from ..transforms import fill_small_regions
 from ..video_io import FrameCache, VideoSource, open_video
 from ._base import ModelBacked
@@ -194,7 +195,7 @@ class VideoPredictor(ModelBacked):
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.binarize_mask_from_pts_for_mem_enc = binarize_mask_from_pts_for_mem_enc
-        self.batch_objects = model.device.type == "cuda" if batch_objects is None else batch_objects
+        self.batch_objects = model.policy.batch_objects if batch_objects is None else batch_objects
         self.keep_all_outputs = keep_all_outputs
         cfg = model.cfg
         self.keep_window = (
@@ -205,7 +206,7 @@ class VideoPredictor(ModelBacked):
         self.feature_cache_size = max(1, feature_cache_size)
         self.frame_cache_size = max(1, frame_cache_size)
         self.progress = progress
-        self.prefetch_frames = model.device.type != "cpu" if prefetch_frames is None else prefetch_frames
+        self.prefetch_frames = model.policy.prefetch_frames if prefetch_frames is None else prefetch_frames
 
     # --- session ------------------------------------------------------------------------------
 
@@ -271,30 +272,22 @@ class VideoPredictor(ModelBacked):
             raise ValueError("points and labels must be provided together")
         if points is None and box is None:
             raise ValueError("at least one of points or box must be provided as input")
-        pts = torch.zeros(0, 2) if points is None else _as_tensor(points, "points")
-        lab = torch.zeros(0, dtype=torch.int32) if labels is None else _as_tensor(labels, "labels")
-        if pts.dim() == 2:
-            pts = pts.unsqueeze(0)
-        if lab.dim() == 1:
-            lab = lab.unsqueeze(0)
-        if pts.dim() != 3 or pts.shape[0] != 1 or pts.shape[-1] != 2:
-            raise ValueError(f"points must have shape (N, 2), got {tuple(pts.shape)}")
-        if tuple(lab.shape) != tuple(pts.shape[:2]):
-            raise ValueError(
-                f"labels shape {tuple(lab.shape)} does not match points shape {tuple(pts.shape)}"
-            )
-        if lab.numel() and not torch.isin(lab, torch.tensor([-1.0, 0.0, 1.0, 2.0, 3.0])).all():
-            raise ValueError("labels must be 1 (foreground) or 0 (background)")
-        lab = lab.to(torch.int32)
+        if points is None:
+            pts, lab = torch.zeros(1, 0, 2), torch.zeros(1, 0, dtype=torch.int32)
+        else:
+            # (N, 2) points and (N,) labels; a leading axis of 1 is accepted, as the reference does
+            pts, lab = as_float_tensor(points, "points"), as_float_tensor(labels, "labels")
+            pts = pts[0] if pts.ndim == 3 and pts.shape[0] == 1 else pts
+            lab = lab[0] if lab.ndim == 2 and lab.shape[0] == 1 else lab
+            pts, lab = point_tensors(pts, lab, "points", "labels", batched=False)
+            pts, lab = pts[None], lab[None]
         if box is not None:
             if not clear_old_points:
                 raise ValueError(
                     "cannot add box without clearing old points, since box prompt must be provided "
                     "before any point prompt (please use clear_old_points=True instead)"
                 )
-            b = _as_tensor(box, "box")
-            if b.numel() != 4:
-                raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got shape {tuple(b.shape)}")
+            b = box_tensor(box, batched=False)
             pts = torch.cat([b.reshape(1, 2, 2), pts], dim=1)
             lab = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), lab], dim=1)
         if normalize_coords:
@@ -636,6 +629,12 @@ class VideoPredictor(ModelBacked):
         if tuple(masks.shape[-2:]) != (h, w):
             masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
         return trk.non_overlapping(masks) if self.non_overlap_masks else masks
+
+    def _apply_non_overlapping_constraints(self, pred_masks: torch.Tensor) -> torch.Tensor:
+        """The reference's helper of this name, which Meta's ``tools/vos_inference.py`` calls: at each
+        pixel only the highest-scoring object keeps its logit, the others are clamped to at most -10.
+        pred_masks: (num_objects, 1, H, W) logits."""
+        return trk.non_overlapping(pred_masks)
 
     def _trim(self, objects: list[ObjectTrack], frame_idx: int) -> None:
         """The memory policy: drop the memory features and logits of a tracked frame that has left the

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
-import warnings
 
 import numpy as np
 from fastapi import APIRouter, File, Request, UploadFile
@@ -17,31 +15,22 @@ from ..schemas import ImageInfo
 router = APIRouter()
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Bytes -> HxWx3 uint8, checking the pixel count from the header before decoding anything."""
-    from PIL import Image, UnidentifiedImageError
+# how each kind of undecodable upload is answered
+_DECODE_ERRORS = {
+    "empty": (400, "empty_image"),
+    "too_large": (413, "image_too_large"),
+    "unsupported": (415, "unsupported_image"),
+    "corrupt": (400, "corrupt_image"),
+}
 
-    if not data:
-        raise ApiError(400, "empty_image", "the upload is empty")
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Bytes -> HxWx3 uint8 (:func:`samkit.transforms.decode_image`), its errors as API errors."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ApiError(413, "image_too_large", f"{w}x{h} is over the limit of {max_pixels} pixels")
-            im.load()
-    except ApiError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ApiError(413, "image_too_large", "the image has too many pixels (decompression bomb)") from None
-    except UnidentifiedImageError:
-        raise ApiError(
-            415, "unsupported_image", "the bytes are not an image this server can decode"
-        ) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ApiError(400, "corrupt_image", f"the image could not be decoded: {e}") from None
-    return T.to_rgb_array(im)
+        return T.decode_image(data, max_pixels)
+    except T.ImageDecodeError as e:
+        status, code = _DECODE_ERRORS[e.kind]
+        raise ApiError(status, code, str(e)) from None
 
 
 def image_from_bytes(request: Request, data: bytes) -> tuple[str, np.ndarray | None]:

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from fastapi import APIRouter, Request
 
-from ... import rle
+from ... import coco, rle
 from ...predictors import AutomaticMaskGenerator
 from ...visualize import mask_stats, mask_to_png
 from ..errors import ApiError
 from ..schemas import AutomaticRequest, MaskOut, SegmentRequest, SegmentResponse
+from ._prompt import check_bounds, request_prompt
 from .images import decode_base64, ensure_embedding, image_from_bytes
 
 router = APIRouter()
@@ -34,12 +35,15 @@ def _embedding_for(request: Request, image_id: str | None, image_b64: str | None
 def segment(request: Request, body: SegmentRequest) -> SegmentResponse:
     """Masks for clicks and/or a box, best first; each mask is kept for ``mask_from`` refinement."""
     engine = request.app.state.engine
-    if len(body.points) != len(body.labels):
-        raise ApiError(422, "invalid_request", f"{len(body.points)} points but {len(body.labels)} labels")
     if not body.points and body.box is None and body.mask_from is None:
         raise ApiError(422, "invalid_request", "give points, a box or mask_from")
+    prompt = None
+    if body.points or body.box is not None:
+        prompt = request_prompt(body.points, body.labels, body.box)
     image_id, emb = _embedding_for(request, body.image_id, body.image)
     h, w = emb.orig_hw
+    if prompt is not None:
+        check_bounds(prompt, w, h)
     mask_input = None
     if body.mask_from is not None:
         prev = engine.masks.get(body.mask_from)
@@ -50,9 +54,9 @@ def segment(request: Request, body: SegmentRequest) -> SegmentResponse:
         mask_input = prev[1]
     with engine.model_lock:
         masks, scores, low = engine.predictor(image_id, emb).predict(
-            point_coords=body.points or None,
-            point_labels=body.labels or None,
-            box=body.box,
+            point_coords=None if prompt is None else prompt.point_coords,
+            point_labels=None if prompt is None else prompt.point_labels,
+            box=None if prompt is None else prompt.box,
             mask_input=mask_input,
             multimask_output=body.multimask,
         )
@@ -90,10 +94,4 @@ def automatic(request: Request, body: AutomaticRequest) -> dict:
     with engine.model_lock:
         anns = gen.generate(image)
     h, w = image.shape[:2]
-    return {
-        "images": [{"id": 1, "file_name": body.image_id, "width": w, "height": h}],
-        "categories": [{"id": 1, "name": "object"}],
-        "annotations": [
-            {"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, **a} for i, a in enumerate(anns)
-        ],
-    }
+    return coco.single_image(anns, body.image_id, w, h, f"samkit automatic masks ({engine.model.cfg.name})")

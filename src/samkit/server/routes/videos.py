@@ -22,6 +22,7 @@ from ...predictors.video import VideoState
 from ...video_io import VideoReadError, open_video
 from ..errors import ApiError
 from ..schemas import Finite, Point
+from ._prompt import check_bounds, request_prompt
 
 router = APIRouter()
 
@@ -87,7 +88,7 @@ class PromptRequest(BaseModel):
     frame_idx: int = Field(ge=0)
     obj_id: int | str
     points: list[Point] = Field(default_factory=list)
-    labels: list[int] = Field(default_factory=list)
+    labels: list[int] = Field(default_factory=list, description="1 object, 0 background (default 1)")
     box: list[Finite] | None = Field(None, min_length=4, max_length=4)
     clear_old_points: bool = True
 
@@ -160,10 +161,11 @@ def get_frame(request: Request, video_id: str, frame_idx: int) -> Response:
 def add_prompt(request: Request, video_id: str, body: PromptRequest) -> dict:
     """Clicks and/or a box for one object on one frame; returns every object's mask on that frame."""
     s = request.app.state.sessions.get(video_id)
-    if len(body.points) != len(body.labels):
-        raise ApiError(422, "invalid_request", f"{len(body.points)} points but {len(body.labels)} labels")
     if not body.points and body.box is None:
         raise ApiError(422, "invalid_request", "give points or a box")
+    prompt = check_bounds(
+        request_prompt(body.points, body.labels, body.box), s.state.video_width, s.state.video_height
+    )
     if body.frame_idx >= s.state.num_frames:
         raise ApiError(
             422, "invalid_request", f"frame_idx {body.frame_idx} out of range (0..{s.state.num_frames - 1})"
@@ -175,9 +177,9 @@ def add_prompt(request: Request, video_id: str, body: PromptRequest) -> dict:
                 s.state,
                 body.frame_idx,
                 body.obj_id,
-                points=body.points or None,
-                labels=body.labels or None,
-                box=body.box,
+                points=prompt.point_coords,
+                labels=prompt.point_labels,
+                box=prompt.box,
                 clear_old_points=body.clear_old_points,
             )
         except ValueError as e:
