@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from _common import DATA, ROOT, emit_json, median_time, same_allocator
 
-from samkit.bench import mask_iou
+from samkit.cli.bench import mask_iou
 
 
 def bench_checkpoint(variant: str):

@@ -28,11 +28,11 @@ from _common import DATA, edge_tile_share, object_logits, same_allocator
 
 
 def fast_agreement(exact, fast, size) -> dict:
-    """samkit.bench.click_agreement (the fast path's best-mask IoU against the exact path over 9 random
+    """samkit.cli.bench.click_agreement (the fast path's best-mask IoU against the exact path over 9 random
     clicks) on each photo of ../shared/data/images, resized to ``size`` when given."""
     from PIL import Image
 
-    from samkit.bench import click_agreement
+    from samkit.cli.bench import click_agreement
     from samkit.transforms import load_image
 
     out = {}

@@ -4,7 +4,7 @@
     python benchmarks/bench_video_prefetch.py --model sam2.1-hiera-tiny --checkpoint ck.pt \
         --device cuda --fast --frames 8 --rounds 3 [--profile]
 
-Frames are generated 1800x1200 pictures (samkit.bench's), one object clicked on the first.
+Frames are generated 1800x1200 pictures (samkit.cli.bench's), one object clicked on the first.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import statistics
 import torch
 
 import samkit
-from samkit import bench
+from samkit.cli import bench
 
 
 def seconds_per_frame(model, frames, objects: int, prefetch: bool) -> float:

@@ -1,11 +1,11 @@
-"""samkit.bench helpers on the tiny config (timings are not asserted: they belong to benchmarks)."""
+"""samkit.cli.bench helpers on the tiny config (timings are not asserted: they belong to benchmarks)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 import samkit
-from samkit.bench import click_agreement
+from samkit.cli.bench import click_agreement
 
 
 def test_click_agreement_is_one_for_the_same_path_and_less_for_another(tiny_model, tiny_checkpoint):
@@ -30,7 +30,7 @@ def _ratios(res, label: str) -> list[str]:
 
 
 def test_table_compares_video_with_the_fast_path_when_the_reference_tracks_under_autocast():
-    from samkit.bench import BenchResult
+    from samkit.cli.bench import BenchResult
 
     rows = {
         "samkit": {"click_ms": 20.0, "video1_s": 4.0},
@@ -46,7 +46,7 @@ def test_table_compares_video_with_the_fast_path_when_the_reference_tracks_under
 
 
 def test_table_compares_the_fast_path_with_the_bf16_reference_when_measured():
-    from samkit.bench import BenchResult
+    from samkit.cli.bench import BenchResult
 
     rows = {
         "samkit-fast": {"encode_s": 0.01, "video1_s": 0.05},
@@ -64,7 +64,7 @@ def test_reference_video_runs_under_autocast_on_the_same_frames():
     """The reference's video predictor (memory stored in bf16) runs on the CPU under the bench's
     autocast, on the JPEG-written frames, and gives a time per tracked frame for each object count."""
     import oracle
-    from samkit import bench
+    from samkit.cli import bench
 
     oracle.setup()
     from sam2.build_sam import build_sam2_video_predictor
@@ -81,7 +81,7 @@ def test_reference_video_runs_under_autocast_on_the_same_frames():
 
 
 def test_contenders_take_turns_run_by_run():
-    from samkit.bench import interleaved_medians
+    from samkit.cli.bench import interleaved_medians
 
     log = []
     figures = {
@@ -94,3 +94,22 @@ def test_contenders_take_turns_run_by_run():
     assert log == ["a.x", "b.x"] + ["a.x", "b.x", "b.x", "a.x", "a.x", "b.x"] + ["b.y"] * 4
     assert set(out["a"]) == {"x"} and set(out["b"]) == {"x", "y"}
     assert all(v >= 0 for row in out.values() for v in row.values())
+
+
+def test_bench_info_has_the_exact_and_fast_models_policies(tiny_model, monkeypatch):
+    """The header says how each timed model runs (the timings themselves are stubbed: cheap)."""
+    from samkit.cli import bench
+
+    monkeypatch.setattr(bench, "interleaved_medians", lambda figures, runs: {n: {} for n in figures})
+    monkeypatch.setattr(bench, "samkit_long_figures", lambda m, image, auto=True: {})
+    monkeypatch.setattr(bench, "click_agreement", lambda exact, fast, image: {})
+    monkeypatch.setattr(samkit.transforms, "warm_up_compiled", lambda: True)  # no compiling here
+    image = np.zeros((32, 48, 3), dtype=np.uint8)
+    res = bench.measure(tiny_model, image, runs=1, reference=False, auto=False, compile=True)
+    policies = res.info["policy"]
+    assert set(policies) == {"samkit", "samkit-fast"}
+    assert policies["samkit"] == tiny_model.policy.as_dict()
+    assert policies["samkit-fast"]["precision"] == "bf16" and policies["samkit-fast"]["compile"] is True
+    header = res.policies().splitlines()
+    assert header[0].startswith("samkit policy: device=cpu, precision=fp32, compile=False")
+    assert header[1].startswith("samkit-fast policy: device=cpu, precision=bf16, compile=True")

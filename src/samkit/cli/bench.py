@@ -20,6 +20,8 @@ until the result exists, not until the work was queued.
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -28,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .modeling import SAM2Model
+from ..modeling import SAM2Model
+from ._common import CLIError, _add_model_args, _precision
 
 VIDEO_FRAMES = 4  # tracked frames after the prompted one
 VIDEO_OBJECTS = (1, 4)
@@ -98,6 +101,14 @@ class BenchResult:
                     ratios.append(f"{'-':>19}")
             lines.append(f"{label:<14}" + "".join(ratios))
         return "\n".join(lines)
+
+    def policies(self) -> str:
+        """The execution policy (:mod:`samkit.policy`) of each timed samkit model, one line each:
+        ``samkit policy: device=cpu, precision=fp32, ...``, for the header of ``samkit bench``."""
+        return "\n".join(
+            f"{name} policy: " + ", ".join(f"{k}={v}" for k, v in policy.items())
+            for name, policy in self.info.get("policy", {}).items()
+        )
 
 
 def _test_image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -196,7 +207,7 @@ def samkit_long_figures(
     video_objects: tuple[int, ...] = VIDEO_OBJECTS,
 ) -> dict[str, float]:
     """Automatic masks for the image (16 x 16 points, one run) and video seconds per tracked frame."""
-    from .predictors import AutomaticMaskGenerator, VideoPredictor
+    from ..predictors import AutomaticMaskGenerator, VideoPredictor
 
     h, w = image.shape[:2]
     out: dict[str, float] = {}
@@ -214,8 +225,8 @@ def samkit_long_figures(
             return _seconds_per_tracked_frame(vp.propagate_in_video(st))
 
     if video_objects:
-        # warm-up: a GPU's first tracking steps pick kernels and fill caches (0.67 s/frame for
-        # tiny's first tracked frames on an H100, against 0.1 after); the reference gets one too
+        # warm-up: a GPU's first tracking steps pick kernels and fill caches (several times slower
+        # than later frames); the reference gets one too
         track(frames[:2], video_objects[0])
     for n in video_objects:
         out[f"video{n}_s"] = track(frames, n)
@@ -268,7 +279,7 @@ def _reference_video(pred, frames: list[np.ndarray], objects: tuple[int, ...]) -
     return out
 
 
-def run(
+def measure(
     model: SAM2Model,
     image: np.ndarray | None = None,
     runs: int = 3,
@@ -284,8 +295,8 @@ def run(
     compilation done before the timings and reported in ``info["fast_compile_s"]``."""
     import copy
 
-    from .checkpoints import apply_precision
-    from .predictors import ImagePredictor
+    from ..checkpoints import apply_precision
+    from ..predictors import ImagePredictor
 
     image = image if image is not None else _test_image(1200, 1800)
     res = BenchResult(
@@ -303,14 +314,17 @@ def run(
     if model.precision == "fp32":
         models["samkit-fast"] = apply_precision(copy.deepcopy(model), "bf16")
         if compile:
-            from .transforms import compile_error, warm_up_compiled
+            from ..transforms import compile_error, warm_up_compiled
 
-            models["samkit-fast"].use_compile = True
+            fast = models["samkit-fast"]
+            fast.policy = fast.policy.replace(compile=True)
             t0 = time.perf_counter()
             ok = warm_up_compiled()
             res.info["fast_compile_s"] = (
                 round(time.perf_counter() - t0, 2) if ok else f"compile failed, eager: {compile_error()}"
             )
+    # how each timed model runs (samkit.policy): the header says what the figures measured
+    res.info["policy"] = {name: m.policy.as_dict() for name, m in models.items()}
     predictors = {name: ImagePredictor(m) for name, m in models.items()}
     ref_model = _reference_model(model) if reference else None
     # on a GPU the reference is also timed as its README runs it there: under bf16 autocast
@@ -400,3 +414,77 @@ def _reference_video_rows(model: SAM2Model, image: np.ndarray) -> dict[str, floa
     pred.load_state_dict(model.state_dict(), strict=True)
     h, w = image.shape[:2]
     return _reference_video(pred, _video_frames(h, w, VIDEO_FRAMES), VIDEO_OBJECTS)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    be = sub.add_parser(
+        "bench",
+        help="measure speed here, side by side with the reference sam2 when installed",
+        description="Encode latency and batched throughput, click latency (1 and 8 points), automatic masks "
+        "and video seconds per frame (1 and 4 objects), median of --runs; the reference sam2 package on the "
+        "same weights when it is importable. Prints a table and a JSON line.",
+    )
+    be.add_argument("--image", default=None, help="image to use (default: a generated 1800x1200 picture)")
+    be.add_argument("--runs", type=int, default=3, help="timed runs per figure after a warm-up (default 3)")
+    be.add_argument("--no-reference", action="store_true", help="do not measure the reference")
+    be.add_argument("--no-auto", action="store_true", help="skip automatic masks (slow)")
+    be.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="time the fast path without its torch.compile'd mask upsampling (as `segment --fast` runs it)",
+    )
+    _add_model_args(be)
+    return be
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import load_model
+    from ..transforms import load_image
+
+    if args.runs < 1:
+        raise CLIError("--runs must be at least 1")
+    image = load_image(args.image) if args.image else None
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
+    res = measure(
+        model,
+        image,
+        runs=args.runs,
+        reference=not args.no_reference,
+        auto=not args.no_auto,
+        compile=not args.no_compile,
+    )
+    print(
+        f"{res.info['model']} on {res.info['device']}"
+        + (f" ({res.info['gpu']})" if "gpu" in res.info else "")
+        + f", {res.info['threads']} threads, torch {res.info['torch']}, "
+        f"image {res.info['image'][1]}x{res.info['image'][0]}"
+    )
+    if res.info.get("policy"):
+        print(res.policies())
+    print(res.table())
+    if "fast_vs_exact" in res.info:
+        a = res.info["fast_vs_exact"]
+        print(
+            f"fast vs exact, best mask of 9 random clicks: IoU min {a['min_iou']:.4f} mean {a['mean_iou']:.4f}, "
+            f"scores within {a['max_score_diff']:.4f}"
+        )
+    if "fast_compile_s" in res.info:
+        c = res.info["fast_compile_s"]
+        print(
+            f"fast path: mask upsampling compiled in {c} s before timing (--no-compile: eager)"
+            if isinstance(c, float)
+            else f"fast path: {c}"
+        )
+    for key in ("reference", "reference_video"):
+        if key in res.info:
+            print(res.info[key])
+    if res.info.get("reference_frames_load_s"):
+        print(
+            f"the reference reads and resizes every frame before tracking ({res.info['reference_frames_load_s']:.3f} "
+            "s per frame, not in its video figures); samkit reads each frame while it tracks (in its figures)"
+        )
+    print("JSON " + json.dumps({"info": res.info, "rows": res.rows}))
+    return 0

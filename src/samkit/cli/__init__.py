@@ -1,0 +1,83 @@
+"""The ``samkit`` command line: one entry point, ``samkit <command>``.
+
+Commands: ``segment`` (prompted masks for one image), ``auto`` (everything in an image), ``batch``
+(many images, resumable, local or on Ray), ``track`` (objects through a video), ``serve`` (HTTP API),
+``bench`` (speed, side by side with the reference), ``models`` (the variants and what is cached),
+``download`` (fetch official weights). Every command takes ``--model``, ``--checkpoint`` and
+``--device``. Errors print one line to stderr and exit with status 1 (2 for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import auto, batch, bench, download, models, segment, serve, track
+from ._common import CLIError, _version
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+# one module per command, each with add_parser(subparsers) and run(args)
+COMMANDS = {
+    "segment": segment,
+    "auto": auto,
+    "serve": serve,
+    "track": track,
+    "batch": batch,
+    "bench": bench,
+    "models": models,
+    "download": download,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samkit",
+        description="Segment anything in images and video, fast (SAM 2 / SAM 2.1 in pure PyTorch).",
+    )
+    parser.add_argument("--version", action="version", version=f"samkit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for module in COMMANDS.values():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (tests call this in-process)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from ..checkpoints import CheckpointError, DownloadError
+    from ..runtime import tune_allocator
+
+    tune_allocator()
+    try:
+        return COMMANDS[args.command].run(args)
+    except (
+        CLIError,
+        CheckpointError,
+        DownloadError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        OSError,
+        IndexError,
+        KeyError,
+        RuntimeError,
+    ) as e:
+        # one line, whatever the exception carried: multi-line messages are joined
+        msg = (
+            " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip()) or type(e).__name__
+        )
+        print(f"samkit {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"samkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

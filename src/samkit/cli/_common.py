@@ -1,0 +1,101 @@
+"""What the commands share: the model options, the automatic-mask options, prompt parsing and the
+one-line error type."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..prompts import PromptError, parse_box, parse_point
+
+DEFAULT_MODEL = "sam2.1-hiera-tiny"
+
+
+class CLIError(Exception):
+    """An error to report as one line."""
+
+
+# --- argument parsing helpers ----------------------------------------------------------------
+
+
+def _parse_point(text: str) -> tuple[float, float, int]:
+    """'X,Y' or 'X,Y:LABEL' (samkit.prompts.parse_point), as an argparse type."""
+    try:
+        return parse_point(text)
+    except PromptError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    """'X0,Y0,X1,Y1' (samkit.prompts.parse_box), as an argparse type."""
+    try:
+        return parse_box(text)
+    except PromptError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"variant name or Hugging Face id, e.g. sam2.1-hiera-large (default: {DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="official .pt checkpoint to load instead of downloading"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)"
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="fast path: bfloat16 image encoder, and where bf16 is fast a bfloat16 mask decoder (clicks, auto) "
+        "and memory attention (video); auto also scores its filters at low resolution. Masks differ slightly",
+    )
+
+
+def _add_generator_args(p: argparse.ArgumentParser, note: str = "") -> None:
+    """The automatic mask generator's settings, shared by ``auto`` and ``batch --auto``."""
+    p.add_argument("--points-per-side", type=int, default=32, help=f"{note}grid of N x N clicks (default 32)")
+    p.add_argument(
+        "--points-per-batch", type=int, default=64, help=f"{note}clicks decoded together (default 64)"
+    )
+    p.add_argument(
+        "--pred-iou-thresh", type=float, default=0.8, help=f"{note}minimum predicted IoU (default 0.8)"
+    )
+    p.add_argument(
+        "--stability-score-thresh", type=float, default=0.95, help=f"{note}minimum stability (default 0.95)"
+    )
+    p.add_argument(
+        "--box-nms-thresh", type=float, default=0.7, help=f"{note}box NMS IoU threshold (default 0.7)"
+    )
+    p.add_argument(
+        "--crop-n-layers", type=int, default=0, help=f"{note}extra layers of image crops (default 0)"
+    )
+    p.add_argument(
+        "--min-mask-region-area", type=int, default=0, help=f"{note}fill holes/remove specks up to this area"
+    )
+    p.add_argument("--use-m2m", action="store_true", help=f"{note}refine each mask once with its own logits")
+
+
+def _generator_kwargs(args: argparse.Namespace) -> dict:
+    """AutomaticMaskGenerator arguments from the options of :func:`_add_generator_args`."""
+    return {
+        "points_per_side": args.points_per_side,
+        "points_per_batch": args.points_per_batch,
+        "pred_iou_thresh": args.pred_iou_thresh,
+        "stability_score_thresh": args.stability_score_thresh,
+        "box_nms_thresh": args.box_nms_thresh,
+        "crop_n_layers": args.crop_n_layers,
+        "min_mask_region_area": args.min_mask_region_area,
+        "use_m2m": args.use_m2m,
+    }
+
+
+def _precision(args: argparse.Namespace) -> str:
+    return "bf16" if getattr(args, "fast", False) else "fp32"
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,29 @@
+"""``samkit download``: official weights into the Hugging Face cache."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import (
+    _add_model_args,
+)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    dl = sub.add_parser(
+        "download",
+        help="download official weights into the Hugging Face cache",
+        description="Fetch the official checkpoint of a variant (once) and print its path.",
+    )
+    dl.add_argument("name", nargs="?", default=None, help="variant to fetch (default: --model)")
+    dl.add_argument("--force", action="store_true", help="download again even if cached")
+    _add_model_args(dl)
+    return dl
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import download_checkpoint
+
+    path = download_checkpoint(args.name or args.model, force=args.force)
+    print(path)
+    return 0

@@ -1,0 +1,88 @@
+"""``samkit serve``: the HTTP API server and annotation page."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import (
+    CLIError,
+    _add_model_args,
+    _precision,
+)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    sv = sub.add_parser(
+        "serve",
+        help="run the HTTP API server",
+        description="Serve the JSON API (OpenAPI docs at /docs). Binds 127.0.0.1 unless --host says otherwise. "
+        "With --fast the server also compiles the clicks' mask upsampling (torch.compile) at start-up: "
+        "a few seconds once, ~3 ms saved on every 2250x1500 click. Every setting can also come from an "
+        "environment variable SAMKIT_<SETTING> (SAMKIT_MODEL, SAMKIT_PRECISION, SAMKIT_API_KEY, "
+        "SAMKIT_MAX_BATCH...); a flag given wins.",
+        epilog="example: samkit serve --model sam2.1-hiera-tiny --port 8000",
+    )
+    sv.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set SAMKIT_API_KEY)"
+    )
+    sv.add_argument("--cache-dir", default=None, help="also keep image embeddings on disk here")
+    # defaults None: a flag left out leaves the setting to SAMKIT_<SETTING> or samkit.server.Settings
+    sv.add_argument("--max-batch", type=int, default=None, help="images encoded together (default 4)")
+    sv.add_argument(
+        "--max-wait-ms", type=float, default=None, help="wait this long to fill a batch (default 10)"
+    )
+    sv.add_argument(
+        "--max-queue", type=int, default=None, help="queued uploads before answering 503 (default 16)"
+    )
+    sv.add_argument("--max-upload-mb", type=float, default=None, help="largest upload (default 32 MB)")
+    sv.add_argument("--cors-origin", action="append", default=[], help="allow this web origin (repeatable)")
+    _add_model_args(sv)
+    sv.set_defaults(model=None)
+    return sv
+
+
+def _serve_settings(args: argparse.Namespace):
+    """The server's :class:`~samkit.server.Settings` from ``samkit serve``'s flags: a flag given wins,
+    the others come from the ``SAMKIT_*`` environment variables or the defaults."""
+    from pydantic import ValidationError
+
+    from ..server import Settings
+    from ..server.config import describe_error
+
+    flags = {
+        "model": args.model,
+        "checkpoint": args.checkpoint,
+        "device": args.device,
+        "api_key": args.api_key,
+        "cache_dir": args.cache_dir,
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "max_queue": args.max_queue,
+        "max_upload_bytes": None if args.max_upload_mb is None else int(args.max_upload_mb * 2**20),
+        "cors_origins": tuple(args.cors_origin) or None,
+    }
+    if args.fast:
+        # the fast path; a server's clicks pay for compiling the mask upsampling once (at start-up)
+        flags.update(precision=_precision(args), compile=True)
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as e:
+        raise CLIError(describe_error(e)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..server import create_app
+
+    if not 0 < args.port < 65536:
+        raise CLIError(f"--port must be 1-65535, got {args.port}")
+    settings = _serve_settings(args)
+    # load the model before binding, so a bad --model/--checkpoint fails with one line
+    model = settings.load_model()
+    uvicorn.run(create_app(settings, model=model), host=args.host, port=args.port, log_level="info")
+    return 0
