@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU table, on a lent GPU machine (see the device tool): for each variant, make its perturbed
-# official-layout checkpoint, check samkit against the reference there (benchmarks/gpu_check.py), and
+# official-layout checkpoint, check samkit against the reference there (tests/gpu/check.py), and
 # run `samkit bench` on the GPU. Everything goes to OUTDIR (check-VARIANT.json, bench-VARIANT.txt).
 #
 #   bash benchmarks/gpu_run.sh OUTDIR DEPS_DIR VARIANT...
@@ -11,7 +11,7 @@
 #   d=.devpkgs; mkdir -p $d/data/bedroom; sp=$(python3 -c 'import sam2,os;print(os.path.dirname(os.path.dirname(sam2.__file__)))')
 #   for p in sam2 hydra omegaconf antlr4 iopath; do cp -r $sp/$p $d/; done
 #   cp ../shared/data/images/truck.jpg $d/data/; cp $(ls ../shared/data/videos/bedroom/*.jpg | head -8) $d/data/bedroom/
-# benchmarks/gpu_smoke.py (the server step) also needs fastapi, starlette, pydantic(-core), python-multipart,
+# tests/gpu/smoke.py (the server step) also needs fastapi, starlette, pydantic(-core), python-multipart,
 # annotated-types, typing-inspection and opentelemetry-api there: carry them as cp312 wheels.
 set -u
 out=$1 deps=$2
@@ -26,6 +26,6 @@ for v in "$@"; do
     timeout 300 python3 -m samkit bench --device cuda --model "$v" --checkpoint "$ck" \
         --image "$deps/data/truck.jpg" --runs 10 --no-compile 2>&1 | grep -v "it/s]" | tee "$out/bench-$v.txt"
     echo "== check $v"
-    timeout 240 python3 benchmarks/gpu_check.py --model "$v" --checkpoint "$ck" --image "$deps/data/truck.jpg" \
+    timeout 240 python3 tests/gpu/check.py --model "$v" --checkpoint "$ck" --image "$deps/data/truck.jpg" \
         --frames "$deps/data/bedroom" --json "$out/check-$v.json" 2>&1 | grep -v "it/s]" | tee "$out/check-$v.txt"
 done

@@ -14,7 +14,7 @@ reference `sam2` loaded on the same weights on the same GPU:
 Each part runs on its own (a failure prints its traceback and the rest goes on). Prints one summary
 line per part and writes everything as JSON (``--json``).
 
-    python benchmarks/gpu_check.py --model sam2.1-hiera-tiny --checkpoint ck.pt \
+    python tests/gpu/check.py --model sam2.1-hiera-tiny --checkpoint ck.pt \
         --image truck.jpg --frames bedroom/ --json out.json
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))  # the oracle helpers
 
 
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
 
     _reference_connected_components()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("gpu_check: no CUDA device", file=sys.stderr)
+        print("tests/gpu/check.py: no CUDA device", file=sys.stderr)
         return 1
     image = load_image(args.image)
     model = samkit.load_model(args.model, checkpoint=args.checkpoint, device=args.device)

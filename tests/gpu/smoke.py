@@ -1,10 +1,10 @@
 """On a CUDA GPU: run every user-facing entry point once and say which work (no timings, no parity:
-benchmarks/gpu_check.py does parity). The CLI commands run in-process with ``--device cuda``
+tests/gpu/check.py does parity). The CLI commands run in-process with ``--device cuda``
 (segment, exact and fast; auto with crops; track; batch with prompts and with --auto), then the HTTP
 server through a TestClient on a CUDA model (upload, clicks with RLE and PNG output, a refinement,
 automatic masks). Each step runs on its own; a failure prints the end of its traceback.
 
-    python benchmarks/gpu_smoke.py --checkpoint ck.pt --image truck.jpg --frames bedroom/
+    python tests/gpu/smoke.py --checkpoint ck.pt --image truck.jpg --frames bedroom/
 """
 
 from __future__ import annotations
