@@ -68,66 +68,6 @@ def test_stability_and_boxes_match_naive():
         assert boxes[i].tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
 
 
-def blob_logits(n: int, h: int, w: int, seed: int) -> torch.Tensor:
-    """(n, h, w) mask-like logits: a few ellipses, scaled like a decoder's (steep at the outline)."""
-    g = torch.Generator().manual_seed(seed)
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
-    )
-    out = torch.full((n, h, w), -20.0)
-    for k in range(n):
-        for _ in range(3):
-            cy, cx = torch.rand(2, generator=g) * torch.tensor([h, w])
-            ry, rx = 2 + torch.rand(2, generator=g) * torch.tensor([h / 3, w / 3])
-            d = 1 - ((ys - cy) / ry) ** 2 - ((xs - cx) / rx) ** 2
-            out[k] = torch.maximum(out[k], d * (3 + 30 * torch.rand(1, generator=g)))
-    return out
-
-
-def direct_scores(low, size, thr, offset):
-    full = torch.nn.functional.interpolate(low[:, None], size=size, mode="bilinear", align_corners=False)[
-        :, 0
-    ]
-    return amg.stability_score(full, thr, offset), amg.batched_mask_to_box(full > thr)
-
-
-@pytest.mark.parametrize(
-    "low_hw,size",
-    [
-        ((256, 256), (800, 1200)),
-        ((256, 256), (1201, 799)),
-        ((64, 48), (333, 517)),
-        ((64, 64), (64, 64)),
-        ((64, 64), (40, 90)),
-    ],
-)
-@pytest.mark.parametrize("thr,offset", [(0.0, 1.0), (0.5, 0.05), (-2.0, 0.0)])
-def test_upsampled_scores_by_cells_equal_upsampling(low_hw, size, thr, offset):
-    low = blob_logits(6, *low_hw, seed=sum(size))
-    low[0] = -5.0  # empty: NaN stability, zero box
-    low[1] = 7.0  # everything
-    low[2, :2, -3:] = 40.0  # a corner pixel: the box ends at the image edge
-    low[3, 10, 10] = thr  # exactly at the threshold
-    ours = amg.upsampled_stability_and_boxes(low, size, thr, offset, max_boundary=10.0)
-    assert ours is not None
-    stab, boxes = ours
-    ref_stab, ref_boxes = direct_scores(low, size, thr, offset)
-    assert torch.equal(boxes, ref_boxes)
-    assert torch.equal(stab.isnan(), ref_stab.isnan())
-    # bit-equal where PyTorch's kernel fuses multiply-adds as addcmul does (any AVX2/AVX-512 CPU);
-    # within a pixel's worth otherwise
-    assert torch.allclose(stab.nan_to_num(), ref_stab.nan_to_num(), rtol=0, atol=1e-6)
-
-
-def test_upsampled_scores_by_cells_give_up_on_noise():
-    noise = torch.randn(4, 256, 256)
-    assert amg.upsampled_stability_and_boxes(noise, (800, 1200), 0.0, 1.0) is None
-    smooth = blob_logits(4, 256, 256, seed=1)
-    assert amg.upsampled_stability_and_boxes(smooth, (800, 1200), 0.0, 1.0) is not None
-    smooth[1, :5] = float("-inf")  # a dropped mask's logits: left to F.interpolate
-    assert amg.upsampled_stability_and_boxes(smooth, (800, 1200), 0.0, 1.0, max_boundary=10.0) is None
-
-
 def test_scoring_by_cells_does_not_change_results(tiny_model, image, monkeypatch):
     """The generator scores by cells on big crops; forced on the (noise-like) masks of the tiny model,
     it gives what upsampling gives."""
@@ -269,13 +209,11 @@ def test_fast_mode_agrees_with_exact(tiny_model, image):
 
 
 @pytest.mark.parametrize("bf16", [True, False])
-def test_fast_mode_decoder(tiny_model, image, monkeypatch, bf16):
+def test_fast_mode_decoder(tiny_checkpoint, image, mock_cpu, bf16):
     """Where bf16 is fast, the fast mode decodes with a bfloat16 copy of the decoder (the model's own
     stays float32); elsewhere with the model's. Either way every candidate is close to the exact one."""
-    import samkit.runtime
-
-    monkeypatch.setattr(samkit.runtime, "has_fast_bf16", lambda device: bf16)
-    tiny_model.drop_fast_mask_decoder()
+    mock_cpu(avx512_bf16=bf16)
+    tiny_model = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu")
     gen = samkit.AutomaticMaskGenerator(tiny_model, fast=True, **OPEN)
     assert (gen._decoder is not tiny_model.sam_mask_decoder) == bf16
     assert gen._decoder.image_dtype == (torch.bfloat16 if bf16 else torch.float32)
@@ -388,3 +326,15 @@ def test_cli_auto_writes_coco_that_pycocotools_reads(tmp_path, tiny_checkpoint, 
     for a in anns:
         assert coco.annToMask(a).sum() == a["area"]
     assert np.array(Image.open(ov)).shape == (90, 140, 3)
+
+
+def test_unknown_keyword_raises_with_a_suggestion(tiny_model):
+    """A misspelt threshold used to be dropped silently (and the default threshold applied)."""
+    with pytest.raises(TypeError) as e:
+        samkit.AutomaticMaskGenerator(tiny_model, pred_iou_tresh=0.9)
+    assert str(e.value) == (
+        "AutomaticMaskGenerator got an unexpected keyword argument 'pred_iou_tresh' "
+        "(did you mean 'pred_iou_thresh'?)"
+    )
+    with pytest.raises(TypeError, match="did you mean 'points_per_side'"):
+        samkit.SAM2AutomaticMaskGenerator(tiny_model, point_per_side=8)

@@ -354,3 +354,17 @@ def test_bench_prints_table_and_json(capsys, tmp_path, tiny_checkpoint):
     assert "encode (s)" in out and "not measured" in out  # test-tiny has no reference config
     # the fast path is timed as a server runs it: compiled upsampling, compiled before the timings
     assert isinstance(payload["info"]["fast_compile_s"], float) and "compiled in" in out
+
+
+def test_models_policy_prints_this_machines_decisions(capsys):
+    """`samkit models --policy` decides the policy for --device/--fast without loading a model."""
+    from samkit.policy import decide
+
+    code, out, err = run(capsys, "models", "--policy", "--device", "cpu")
+    assert code == 0, err
+    assert out.strip() == decide("cpu", "fp32").describe()
+    lines = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert lines["device"] == "cpu" and lines["precision"] == "fp32"
+    code, out, err = run(capsys, "models", "--policy", "--device", "cpu", "--fast", "--json")
+    assert code == 0, err
+    assert json.loads(out) == decide("cpu", "bf16").as_dict() and json.loads(out)["precision"] == "bf16"

@@ -104,12 +104,10 @@ def test_decode_with_a_bf16_decoder_copy(predictor, tiny_model):
 
 
 @pytest.mark.parametrize("fast_bf16", [True, False])
-def test_fast_model_decodes_with_the_bf16_copy(tiny_checkpoint, image, monkeypatch, fast_bf16):
+def test_fast_model_decodes_with_the_bf16_copy(tiny_checkpoint, image, mock_cpu, fast_bf16):
     """A precision='bf16' model's predictor decodes with the model's shared bfloat16 decoder copy where
     bf16 is fast, with its own float32 decoder elsewhere; the copy stays out of the state dict."""
-    import samkit.runtime
-
-    monkeypatch.setattr(samkit.runtime, "has_fast_bf16", lambda device: fast_bf16)
+    mock_cpu(avx512_bf16=fast_bf16)
     model = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu", precision="bf16")
     keys = set(model.state_dict())
     dec = model.fast_mask_decoder()
@@ -321,12 +319,12 @@ def test_fast_path_agrees_with_exact(name, request, oracle_checkpoint):
 
 def test_compiled_model_gives_the_same_masks(tiny_checkpoint, image, monkeypatch):
     """load_model(compile=True): the clicks' upsampling runs compiled, with the eager path's masks."""
-    from samkit import transforms as T
+    from samkit.kernels import upsample as T
 
     model = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu", compile=True)
-    assert model.use_compile
+    assert model.policy.compile
     plain = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu")
-    assert not plain.use_compile
+    assert not plain.policy.compile
     calls = []
     real = T.compiled_row_mixer
 
@@ -379,3 +377,23 @@ def test_per_image_decoder_cache_follows_the_image(tiny_model, rng):
     p.set_image_batch([a, b])
     got = p.predict_batch([np.array(click["point_coords"])] * 2, [np.array([1])] * 2, return_logits=True)[0]
     assert np.array_equal(got[1], want) and np.array_equal(got[0], first)
+
+
+def test_unknown_keyword_raises_with_a_suggestion(tiny_model):
+    with pytest.raises(TypeError) as e:
+        samkit.ImagePredictor(tiny_model, mask_treshold=0.5)
+    assert str(e.value) == (
+        "ImagePredictor got an unexpected keyword argument 'mask_treshold' (did you mean 'mask_threshold'?)"
+    )
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'$"):
+        samkit.SAM2ImagePredictor(tiny_model, colour="red")
+
+
+def test_from_pretrained_passes_load_model_arguments_on(tiny_checkpoint):
+    """load_model's own arguments go to it, the constructor's to the constructor, a typo raises."""
+    p = samkit.ImagePredictor.from_pretrained(
+        "test-tiny", checkpoint=tiny_checkpoint, device="cpu", precision="bf16", mask_threshold=0.5
+    )
+    assert p.model.precision == "bf16" and p.model.policy.precision == "bf16" and p.mask_threshold == 0.5
+    with pytest.raises(TypeError, match="did you mean 'max_hole_area'"):
+        samkit.ImagePredictor.from_pretrained("test-tiny", checkpoint=tiny_checkpoint, max_hole_aera=4)

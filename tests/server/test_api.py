@@ -314,3 +314,9 @@ def test_compiled_model_is_warmed_up_at_start_and_segments_the_same(tiny_checkpo
     warmed.clear()
     with TestClient(create_app(ServerConfig(model="test-tiny", api_key=None), model=p.model)):
         assert warmed == []
+
+
+def test_health_includes_the_models_policy(client, tiny_model):
+    policy = client.get("/healthz").json()["policy"]
+    assert policy == tiny_model.policy.as_dict()
+    assert policy["device"] == "cpu" and policy["precision"] == "fp32"

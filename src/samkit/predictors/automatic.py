@@ -8,7 +8,7 @@ its cheapest filter, and encodes every survivor as RLE before NMS. Here
    even upscale those of prompts whose every mask fails the predicted-IoU filter;
 2. the predicted-IoU filter drops candidates before anything is upsampled;
 3. survivors' stability scores and boxes are computed at full resolution without upsampling them
-   (amg.upsampled_stability_and_boxes: only the low-res cells the thresholds cross, the masks'
+   (kernels.cells: only the low-res cells the thresholds cross, the masks'
    outlines, are upsampled), or, for small crops and noise-like masks, by upsampling one mask (a few
    for small images) at a time; the low-res logits are kept;
 4. box NMS runs on those boxes, and only its survivors are upsampled once more and encoded.
@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from .. import amg, rle
 from .. import transforms as T
 from ..modeling import SAM2Model
-from ._base import ModelBacked
+from ..policy import current
+from ._base import ModelBacked, unexpected_keyword
 from .image import ImagePredictor
 
 __all__ = ["AutomaticMaskGenerator"]
@@ -38,10 +39,10 @@ __all__ = ["AutomaticMaskGenerator"]
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 # bytes of full-resolution logits per chunk while scoring candidates: about one mask of a photo at
 # a time, so that the upsampled logits are still in cache when they are thresholded and counted
-# (1200x800: 2.8 ms per mask one at a time, 3.9 ms in fours, 8.3 ms in chunks of 35), and memory
-# stays bounded on huge images
+# (larger chunks measured slower per mask: see the performance page), and memory stays bounded on
+# huge images
 CHUNK_BYTES = 4 * 2**20
-# scoring by cells of the low-res grid (amg.upsampled_stability_and_boxes): masks scored together
+# scoring by cells of the low-res grid (kernels.cells): masks scored together
 # (a few MiB per (N, 256, 256) temporary), used for crops with at least CELL_MIN_SCALE times as many
 # pixels as the logits, falling back to upsampling when over CELL_MAX_BOUNDARY of the cells are crossed
 CELL_CHUNK = 16
@@ -104,6 +105,8 @@ class AutomaticMaskGenerator(ModelBacked):
         fast: bool = False,
         **kwargs,
     ) -> None:
+        if kwargs:  # a misspelt argument (pred_iou_tresh=...) must not be dropped silently
+            raise unexpected_keyword(type(self).__name__, kwargs, AutomaticMaskGenerator.__init__)
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("Exactly one of points_per_side or point_grids must be provided.")
         if not isinstance(crop_n_layers, int) or crop_n_layers < 0:
@@ -365,11 +368,11 @@ class AutomaticMaskGenerator(ModelBacked):
             score_hw = (max(1, min(ch, round(ch * f))), max(1, min(cw, round(cw * f))))
         else:
             score_hw = crop_hw
-        # by cells of the low-res grid (see amg.upsampled_stability_and_boxes) when the crop has many
+        # by cells of the low-res grid (see kernels.cells) when the crop has many
         # more pixels than the logits, else (or for noise-like logits) upsampled a chunk at a time
         by_cells = (
             not self.fast
-            and low.device.type == "cpu"
+            and current(low.device).amg_cells
             and ch * cw >= CELL_MIN_SCALE * low.shape[-2] * low.shape[-1]
         )
         chunk = CELL_CHUNK if by_cells else self._chunk(*score_hw)

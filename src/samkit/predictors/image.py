@@ -14,27 +14,11 @@ import torch
 from .. import transforms as T
 from ..modeling import SAM2Model
 from ..modeling.mask_decoder import DecoderInputs
-from ._base import ModelBacked
+from ..prompts import as_float_tensor, box_tensor, point_tensors
+from ._base import ModelBacked, unexpected_keyword
 from ._graphs import graphs_for
 
 __all__ = ["ImagePredictor"]
-
-_VALID_LABELS = (-1, 0, 1, 2, 3)
-
-
-def _as_float_tensor(value, name: str) -> torch.Tensor:
-    """``value`` as a float32 tensor where it is (numpy and lists: on the CPU), checked finite there:
-    checking a GPU tensor waits for the GPU, which a click's few numbers need not do."""
-    try:
-        t = torch.as_tensor(
-            np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor) else value
-        )
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be numeric, got {value!r:.80}") from e
-    t = t.to(dtype=torch.float32)
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return t
 
 
 class ImagePredictor(ModelBacked):
@@ -56,6 +40,8 @@ class ImagePredictor(ModelBacked):
         max_sprinkle_area: float = 0.0,
         **kwargs,
     ) -> None:
+        if kwargs:  # a misspelt argument must not be dropped silently
+            raise unexpected_keyword(type(self).__name__, kwargs, ImagePredictor.__init__)
         if not isinstance(sam_model, SAM2Model):
             raise TypeError(
                 f"ImagePredictor needs a samkit SAM2Model (samkit.load_model), got {type(sam_model).__name__}"
@@ -146,36 +132,16 @@ class ImagePredictor(ModelBacked):
         if point_labels is not None and point_coords is None:
             raise ValueError("point_coords must be supplied if point_labels is supplied.")
         if point_coords is not None:
-            pts = _as_float_tensor(point_coords, "point_coords")
-            if pts.ndim not in (2, 3) or pts.shape[-1] != 2:
-                raise ValueError(f"point_coords must have shape (N, 2) or (B, N, 2), got {tuple(pts.shape)}")
-            lab = _as_float_tensor(point_labels, "point_labels")
-            if tuple(lab.shape) != tuple(pts.shape[:-1]):
-                raise ValueError(
-                    f"point_labels shape {tuple(lab.shape)} does not match point_coords shape {tuple(pts.shape)}; "
-                    "expected one label per point"
-                )
-            if (lab != lab.round()).any() or not torch.isin(
-                lab, torch.tensor(_VALID_LABELS, device=lab.device, dtype=lab.dtype)
-            ).all():
-                raise ValueError("point_labels must be 1 (foreground) or 0 (background) (or -1, 2, 3)")
+            pts, labels = point_tensors(point_coords, point_labels)
             coords = T.transform_coords(pts, hw, size, normalize_coords)
-            labels = lab.to(torch.int32)
             if coords.ndim == 2:
                 coords, labels = coords[None], labels[None]
         if box is not None:
-            b = _as_float_tensor(box, "box")
-            if b.ndim == 1:
-                b = b[None]
-            if b.ndim != 2 or b.shape[-1] != 4:
-                raise ValueError(
-                    f"box must be 4 numbers (x0, y0, x1, y1) or an (N, 4) array, got shape {tuple(b.shape)}"
-                )
-            boxes = T.transform_boxes(b, hw, size, normalize_coords)
+            boxes = T.transform_boxes(box_tensor(box), hw, size, normalize_coords)
             if coords is not None and coords.shape[0] != boxes.shape[0]:
                 raise ValueError(f"{boxes.shape[0]} boxes but {coords.shape[0]} point sets; they must match")
         if mask_logits is not None:
-            m = _as_float_tensor(mask_logits, "mask_input")
+            m = as_float_tensor(mask_logits, "mask_input")
             if m.ndim == 3:
                 m = m[None]
             want = self.model.sam_prompt_encoder.mask_input_size
@@ -303,7 +269,7 @@ class ImagePredictor(ModelBacked):
             self.max_hole_area,
             self.max_sprinkle_area,
             binary=not return_logits,
-            compiled=getattr(self.model, "use_compile", False),
+            compiled=self.model.policy.compile,
         )
         low_res = torch.clamp(low_res, -32.0, 32.0)
         return masks, ious, low_res
@@ -352,7 +318,7 @@ class ImagePredictor(ModelBacked):
         prompt_encoder = model.sam_prompt_encoder
 
         def image_side(dense):
-            # the image's tensors in the decoder's dtype (casting them is ~2 ms of copies a call
+            # the image's tensors in the decoder's dtype (casting them costs copies on every call
             # for a bf16 decoder: done once per image when the prepared side is cached)
             embed = self._features["image_embed"][img_idx].unsqueeze(0)
             high_res = [f[img_idx].unsqueeze(0).to(dt) for f in self._features["high_res_feats"]]
@@ -408,4 +374,4 @@ class ImagePredictor(ModelBacked):
         return run(prepared, *(points or (None, None)))
 
     def _use_cuda_graphs(self) -> bool:
-        return self.device.type == "cuda" and getattr(self.model, "use_cuda_graphs", False)
+        return self.model.policy.cuda_graphs

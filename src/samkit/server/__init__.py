@@ -1,6 +1,6 @@
 """HTTP server (FastAPI): JSON API over the image predictor with embedding and mask caches."""
 
 from .app import create_app
-from .config import ServerConfig
+from .config import ServerConfig, Settings
 
-__all__ = ["ServerConfig", "create_app"]
+__all__ = ["ServerConfig", "Settings", "create_app"]

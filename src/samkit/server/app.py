@@ -1,7 +1,8 @@
 """The HTTP server: an app factory whose lifespan loads the model once.
 
-from samkit.server import create_app, ServerConfig
-app = create_app(ServerConfig(model="sam2.1-hiera-tiny"))
+from samkit.server import create_app, Settings
+app = create_app(Settings(model="sam2.1-hiera-tiny", precision="bf16"))
+app = create_app()  # everything from the SAMKIT_* environment variables (or the defaults)
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 
-from ..checkpoints import load_model
 from ..runtime import tune_allocator
 from ..transforms import warm_up_compiled
 from . import errors
-from .config import ServerConfig
+from .config import Settings
 from .errors import ApiError
 from .routes import health, images, page, segment, videos
 from .state import Engine
@@ -36,19 +36,17 @@ def _require_key(request: Request) -> None:
         )
 
 
-def create_app(config: ServerConfig | None = None, model=None) -> FastAPI:
-    """Build the app. ``model`` (a loaded SAM2Model) skips loading from ``config`` (tests, notebooks)."""
-    config = config or ServerConfig()
+def create_app(config: Settings | None = None, model=None) -> FastAPI:
+    """Build the app from ``config`` (default: :class:`Settings` from the ``SAMKIT_*`` environment
+    variables). Its lifespan loads the model the settings describe (model, checkpoint, device,
+    precision, compile); ``model`` (a loaded SAM2Model) skips that (tests, notebooks)."""
+    config = config if config is not None else Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tune_allocator()
-        m = (
-            model
-            if model is not None
-            else load_model(config.model, checkpoint=config.checkpoint, device=config.device)
-        )
-        if getattr(m, "use_compile", False):
+        m = model if model is not None else config.load_model()
+        if m.policy.compile:
             # compile the clicks' mask upsampling now, not during a user's first click
             warm_up_compiled()
         app.state.engine = Engine(m, config)

@@ -28,7 +28,7 @@ class SegmentRequest(BaseModel):
     image_id: str | None = Field(None, description="from POST /v1/images")
     image: str | None = Field(None, description="base64 image bytes, instead of image_id")
     points: list[Point] = Field(default_factory=list, description="[[x, y], ...] in image pixels")
-    labels: list[Literal[0, 1]] = Field(default_factory=list, description="1 object, 0 background")
+    labels: list[int] = Field(default_factory=list, description="1 object, 0 background (default 1)")
     box: Annotated[list[Finite], Field(min_length=4, max_length=4)] | None = None
     multimask: bool = True
     mask_from: str | None = Field(None, description="a previous mask_id to refine")
@@ -68,6 +68,7 @@ class Health(BaseModel):
     status: str
     model: str
     device: str
+    policy: dict = Field(description="the model's execution policy (samkit.policy.Policy.as_dict())")
     embeddings_cached: int
     embedding_cache_bytes: int
     masks_cached: int

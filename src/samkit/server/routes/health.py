@@ -15,6 +15,7 @@ def healthz(request: Request) -> Health:
         status="ok",
         model=engine.model.cfg.name,
         device=str(engine.model.device),
+        policy=engine.model.policy.as_dict(),
         embeddings_cached=len(engine.embeddings),
         embedding_cache_bytes=engine.embeddings.nbytes,
         masks_cached=len(engine.masks),
