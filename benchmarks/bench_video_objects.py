@@ -61,7 +61,7 @@ def main() -> None:
     import oracle
     import samkit
     from samkit.configs import get_config
-    from samkit.video_io import FrameFolder
+    from samkit.video.io import FrameFolder
 
     oracle.setup()
     from sam2.build_sam import build_sam2_video_predictor

@@ -283,7 +283,7 @@ def test_track_bad_inputs_are_one_line(capsys, tmp_path, clip, tiny_checkpoint):
 
 def test_track_failure_halfway_keeps_written_frames(capsys, tmp_path, clip, tiny_checkpoint, monkeypatch):
     """A video that breaks at frame 7: frames before it stay written and the error says where."""
-    from samkit.video_io import VideoFile, VideoReadError
+    from samkit.video.io import VideoFile, VideoReadError
 
     real = VideoFile.frame
 

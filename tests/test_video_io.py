@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samkit.video_io import FrameCache, FrameFolder, FrameList, VideoFile, VideoReadError, open_video
+from samkit.video.io import FrameCache, FrameFolder, FrameList, VideoFile, VideoReadError, open_video
 from videogen import synthetic_frames, write_folder, write_mp4
 
 
@@ -122,7 +122,7 @@ def _preprocess_by_formula(frame: np.ndarray, size: int):
 def test_preprocess_frame_looks_up_the_formulas_bits():
     import torch
 
-    from samkit.video_io import preprocess_frame
+    from samkit.transforms import preprocess_frame
 
     rng = np.random.default_rng(0)
     # every 8-bit level in every channel, several shapes (up and down), a flat white frame

@@ -20,7 +20,7 @@ import torch
 import oracle
 import samkit
 from samkit.configs import get_config
-from samkit.video_io import FrameFolder, VideoFile
+from samkit.video.io import FrameFolder, VideoFile
 
 pytestmark = pytest.mark.parity
 oracle.setup()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import samkit
-from samkit.tracking import NO_OBJ_SCORE
+from samkit.video.tracking import NO_OBJ_SCORE
 from videogen import synthetic_frames, write_mp4
 
 FRAMES = synthetic_frames(24)
@@ -59,7 +59,7 @@ def test_batched_objects_equal_one_by_one(tiny_model):
 
 
 def test_prefetching_frames_gives_the_same_masks(tiny_model, monkeypatch):
-    from samkit.video_io import FrameCache
+    from samkit.video.io import FrameCache
 
     assert make(tiny_model).prefetch_frames is False  # the default on a CPU
     _, plain = run(make(tiny_model, prefetch_frames=False), reverse_from=23)
@@ -102,7 +102,7 @@ def test_offload_flags_give_the_same_masks(tiny_model):
 
 def test_video_file_and_frame_list_agree(tiny_model, tmp_path):
     path = write_mp4(tmp_path / "c.mp4", FRAMES)
-    from samkit.video_io import VideoFile
+    from samkit.video.io import VideoFile
 
     decoded = [VideoFile(path).frame(i) for i in range(24)]
     _, from_list = run(make(tiny_model), frames=decoded)

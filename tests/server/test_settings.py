@@ -111,18 +111,18 @@ def test_create_app_loads_a_bf16_model(tiny_checkpoint):
 
 
 def test_serve_flags_win_and_the_rest_comes_from_the_environment(monkeypatch):
-    from samkit.cli import _serve_settings
+    from samkit.cli.serve import settings_from_args
 
     monkeypatch.setenv("SAMKIT_MAX_BATCH", "8")
     monkeypatch.setenv("SAMKIT_MODEL", "test-tiny")
     parser = build_parser()
-    s = _serve_settings(parser.parse_args(["serve"]))
+    s = settings_from_args(parser.parse_args(["serve"]))
     assert (s.model, s.max_batch, s.precision, s.compile, s.max_queue) == ("test-tiny", 8, "fp32", False, 16)
-    s = _serve_settings(
+    s = settings_from_args(
         parser.parse_args(["serve", "--fast", "--max-batch", "2", "--model", "sam2-hiera-small"])
     )
     assert (s.model, s.max_batch, s.precision, s.compile) == ("sam2-hiera-small", 2, "bf16", True)
-    s = _serve_settings(parser.parse_args(["serve", "--max-upload-mb", "1", "--cors-origin", "https://b"]))
+    s = settings_from_args(parser.parse_args(["serve", "--max-upload-mb", "1", "--cors-origin", "https://b"]))
     assert s.max_upload_bytes == 2**20 and s.cors_origins == ("https://b",)
 
 

@@ -45,7 +45,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return sv
 
 
-def _serve_settings(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace):
     """The server's :class:`~samkit.server.Settings` from ``samkit serve``'s flags: a flag given wins,
     the others come from the ``SAMKIT_*`` environment variables or the defaults."""
     from pydantic import ValidationError
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise CLIError(f"--port must be 1-65535, got {args.port}")
-    settings = _serve_settings(args)
+    settings = settings_from_args(args)
     # load the model before binding, so a bad --model/--checkpoint fails with one line
     model = settings.load_model()
     uvicorn.run(create_app(settings, model=model), host=args.host, port=args.port, log_level="info")

@@ -47,8 +47,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load_model
     from ..predictors import VideoPredictor
-    from ..track import TrackingInterrupted, parse_frame_prompts, track_to_folder
-    from ..video_io import open_video
+    from ..video.io import open_video
+    from ..video.output import TrackingInterrupted, parse_frame_prompts, track_to_folder
 
     if not args.prompt:
         raise CLIError("give at least one --prompt FRAME:OBJ:X,Y or FRAME:OBJ:box=X0,Y0,X1,Y1")

@@ -2,7 +2,7 @@
 encoder and the object-pointer parameters. Parameter names equal the official checkpoints' keys.
 
 Inference logic lives elsewhere: the image predictor uses :meth:`SAM2Model.encode_image` and the
-heads; video tracking composes the memory parts as small functions in ``samkit.tracking``.
+heads; video tracking composes the memory parts as small functions in ``samkit.video.tracking``.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from . import errors
 from .config import Settings
 from .errors import ApiError
 from .routes import health, images, page, segment, videos
+from .sessions import Sessions
 from .state import Engine
 
 
@@ -50,7 +51,7 @@ def create_app(config: Settings | None = None, model=None) -> FastAPI:
             # compile the clicks' mask upsampling now, not during a user's first click
             warm_up_compiled()
         app.state.engine = Engine(m, config)
-        app.state.sessions = videos.Sessions(config.video_idle_seconds)
+        app.state.sessions = Sessions(config.video_idle_seconds)
         try:
             yield
         finally:

@@ -74,3 +74,25 @@ class Health(BaseModel):
     masks_cached: int
     queue: int
     video_sessions: int
+
+
+# --- video sessions ---------------------------------------------------------------------------
+
+
+class PromptRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    frame_idx: int = Field(ge=0)
+    obj_id: int | str
+    points: list[Point] = Field(default_factory=list)
+    labels: list[int] = Field(default_factory=list, description="1 object, 0 background (default 1)")
+    box: list[Finite] | None = Field(None, min_length=4, max_length=4)
+    clear_old_points: bool = True
+
+
+class PropagateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start_frame_idx: int | None = Field(None, ge=0)
+    max_frame_num_to_track: int | None = Field(None, ge=0)
+    reverse: bool = False

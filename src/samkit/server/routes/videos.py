@@ -6,99 +6,22 @@ import io
 import json
 import shutil
 import tempfile
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from ... import rle
 from ...predictors import VideoPredictor
-from ...predictors.video import VideoState
-from ...video_io import VideoReadError, open_video
+from ...video.io import VideoReadError, open_video
 from ..errors import ApiError
-from ..schemas import Finite, Point
+from ..schemas import PromptRequest, PropagateRequest
+from ..sessions import VideoSession
 from ._prompt import check_bounds, request_prompt
 
 router = APIRouter()
-
-
-@dataclass
-class VideoSession:
-    video_id: str
-    folder: Path
-    state: VideoState
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    last_used: float = field(default_factory=time.monotonic)
-
-
-class Sessions:
-    """Open video sessions; idle ones expire (checked on every request)."""
-
-    def __init__(self, idle_seconds: float) -> None:
-        self.idle_seconds = idle_seconds
-        self._d: dict[str, VideoSession] = {}
-        self._lock = threading.Lock()
-
-    def add(self, s: VideoSession) -> None:
-        with self._lock:
-            self._d[s.video_id] = s
-
-    def get(self, video_id: str) -> VideoSession:
-        self.expire()
-        with self._lock:
-            s = self._d.get(video_id)
-        if s is None:
-            raise ApiError(404, "unknown_video", f"no video session {video_id!r} (it may have expired)")
-        s.last_used = time.monotonic()
-        return s
-
-    def remove(self, video_id: str) -> bool:
-        with self._lock:
-            s = self._d.pop(video_id, None)
-        if s is not None:
-            s.state.video.close()
-            shutil.rmtree(s.folder, ignore_errors=True)
-        return s is not None
-
-    def expire(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            old = [
-                k for k, s in self._d.items() if now - s.last_used > self.idle_seconds and not s.lock.locked()
-            ]
-        for k in old:
-            self.remove(k)
-
-    def close(self) -> None:
-        for k in list(self._d):
-            self.remove(k)
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-
-class PromptRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    frame_idx: int = Field(ge=0)
-    obj_id: int | str
-    points: list[Point] = Field(default_factory=list)
-    labels: list[int] = Field(default_factory=list, description="1 object, 0 background (default 1)")
-    box: list[Finite] | None = Field(None, min_length=4, max_length=4)
-    clear_old_points: bool = True
-
-
-class PropagateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    start_frame_idx: int | None = Field(None, ge=0)
-    max_frame_num_to_track: int | None = Field(None, ge=0)
-    reverse: bool = False
 
 
 def _objects(obj_ids, logits) -> list[dict]:

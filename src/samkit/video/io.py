@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._lru import LRU
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError, decode_image, load_image, to_rgb_array
+from .._lru import LRU
+from ..transforms import ImageDecodeError, decode_image, load_image, preprocess_frame, to_rgb_array
 
 __all__ = [
     "FrameFolder",
@@ -26,7 +26,6 @@ __all__ = [
     "VideoReadError",
     "VideoSource",
     "open_video",
-    "preprocess_frame",
 ]
 
 FRAME_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -35,41 +34,6 @@ VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".m
 
 class VideoReadError(ValueError):
     """The video (or one of its frames) cannot be read."""
-
-
-_TABLES: dict[str, torch.Tensor] = {}  # device -> _normalize_table
-
-
-def _normalize_table(device: torch.device) -> torch.Tensor:
-    """(3, 256) float32: the normalized value of each 8-bit level in each channel, computed with the
-    reference's operations (/255 in float64, to float32, minus the ImageNet mean, over its std, in
-    float32), so that looking a level up gives its bits exactly."""
-    key = str(device)
-    table = _TABLES.get(key)
-    if table is None:
-        levels = (torch.arange(256, dtype=torch.float64) / 255.0).float()
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None]
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None]
-        table = _TABLES[key] = ((levels[None] - mean) / std).to(device)
-    return table
-
-
-def preprocess_frame(frame: np.ndarray, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """HxWx3 uint8 -> (3, size, size) float32 normalized on ``device``, the way the reference prepares
-    video frames (PIL bicubic resize of the 8-bit image, then /255 in float64 and ImageNet mean/std in
-    float32), bit for bit.
-
-    Every output value is one of 256 per channel, so it is looked up in a table rather than computed
-    (about half the work after the resize; the PIL resize is the rest); on a GPU the 8-bit frame is what crosses the bus (3 MiB at 1024 px, not 12)
-    and the lookup runs there."""
-    from PIL import Image
-
-    device = torch.device(device)
-    resized = np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
-    levels = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))  # (3, S, S) uint8
-    return torch.gather(_normalize_table(device), 1, levels.to(device).reshape(3, -1).long()).view(
-        3, size, size
-    )
 
 
 class VideoSource:

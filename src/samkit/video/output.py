@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rle
-from ._files import atomic_write
-from .predictors.video import VideoPredictor
-from .prompts import Prompt, parse_frame_prompt
-from .video_io import VideoSource
-from .visualize import PALETTE, mask_to_png, overlay_masks
+from .. import rle
+from .._files import atomic_write
+from ..predictors.video import VideoPredictor
+from ..prompts import Prompt, parse_frame_prompt
+from ..visualize import PALETTE, mask_to_png, overlay_masks
+from .io import VideoSource
 
 __all__ = ["FramePrompt", "TrackResult", "TrackingInterrupted", "parse_frame_prompts", "track_to_folder"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .modeling import SAM2Model
+from ..modeling import SAM2Model
 
 # logit given to masks of objects judged absent (and to objects missing from a frame)
 NO_OBJ_SCORE = -1024.0
