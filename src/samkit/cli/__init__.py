@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import auto, batch, bench, download, models, segment, serve, track
-from ._common import CLIError, _version
+from ._common import CLIError, version
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="samkit",
         description="Segment anything in images and video, fast (SAM 2 / SAM 2.1 in pure PyTorch).",
     )
-    parser.add_argument("--version", action="version", version=f"samkit {_version()}")
+    parser.add_argument("--version", action="version", version=f"samkit {version()}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for module in COMMANDS.values():
         module.add_parser(sub)

@@ -17,23 +17,24 @@ class CLIError(Exception):
 # --- argument parsing helpers ----------------------------------------------------------------
 
 
-def _parse_point(text: str) -> tuple[float, float, int]:
-    """'X,Y' or 'X,Y:LABEL' (samkit.prompts.parse_point), as an argparse type."""
-    try:
-        return parse_point(text)
-    except PromptError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _argparse_type(parse):
+    """An argparse type from a samkit.prompts parser: its PromptError becomes argparse's usage error."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except PromptError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parse.__name__  # argparse names the type in its messages
+    return convert
 
 
-def _parse_box(text: str) -> tuple[float, float, float, float]:
-    """'X0,Y0,X1,Y1' (samkit.prompts.parse_box), as an argparse type."""
-    try:
-        return parse_box(text)
-    except PromptError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+point_arg = _argparse_type(parse_point)  # 'X,Y' or 'X,Y:LABEL'
+box_arg = _argparse_type(parse_box)  # 'X0,Y0,X1,Y1'
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -53,7 +54,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_generator_args(p: argparse.ArgumentParser, note: str = "") -> None:
+def add_generator_args(p: argparse.ArgumentParser, note: str = "") -> None:
     """The automatic mask generator's settings, shared by ``auto`` and ``batch --auto``."""
     p.add_argument("--points-per-side", type=int, default=32, help=f"{note}grid of N x N clicks (default 32)")
     p.add_argument(
@@ -77,8 +78,8 @@ def _add_generator_args(p: argparse.ArgumentParser, note: str = "") -> None:
     p.add_argument("--use-m2m", action="store_true", help=f"{note}refine each mask once with its own logits")
 
 
-def _generator_kwargs(args: argparse.Namespace) -> dict:
-    """AutomaticMaskGenerator arguments from the options of :func:`_add_generator_args`."""
+def generator_kwargs(args: argparse.Namespace) -> dict:
+    """AutomaticMaskGenerator arguments from the options of :func:`add_generator_args`."""
     return {
         "points_per_side": args.points_per_side,
         "points_per_batch": args.points_per_batch,
@@ -91,11 +92,11 @@ def _generator_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
-def _precision(args: argparse.Namespace) -> str:
+def precision_of(args: argparse.Namespace) -> str:
     return "bf16" if getattr(args, "fast", False) else "fp32"
 
 
-def _version() -> str:
+def version() -> str:
     from .. import __version__
 
     return __version__

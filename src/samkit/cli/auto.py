@@ -6,13 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import (
-    CLIError,
-    _add_generator_args,
-    _add_model_args,
-    _generator_kwargs,
-    _precision,
-)
+from ._common import CLIError, add_generator_args, add_model_args, generator_kwargs, precision_of
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -26,9 +20,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     au.add_argument("image", help="image file")
     au.add_argument("--out", default=None, help="COCO JSON file to write")
     au.add_argument("--overlay", default=None, help="PNG with every mask drawn")
-    _add_generator_args(au)
+    add_generator_args(au)
     au.add_argument("--json", action="store_true", help="print a summary as JSON")
-    _add_model_args(au)
+    add_model_args(au)
     return au
 
 
@@ -45,10 +39,12 @@ def run(args: argparse.Namespace) -> int:
     if not (args.out or args.overlay or args.json):
         raise CLIError("nothing to write: pass --out, --overlay and/or --json")
     image = load_image(args.image)
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
+    model = load_model(
+        args.model, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
+    )
     gen = AutomaticMaskGenerator(
         model,
-        **_generator_kwargs(args),
+        **generator_kwargs(args),
         output_mode="coco_rle",
         fast=args.fast,
     )

@@ -6,13 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import (
-    CLIError,
-    _add_generator_args,
-    _add_model_args,
-    _generator_kwargs,
-    _precision,
-)
+from ._common import CLIError, add_generator_args, add_model_args, generator_kwargs, precision_of
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -64,8 +58,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     ba.add_argument("--ray-batch-size", type=int, default=4, help="images per Ray actor call (default 4)")
     ba.add_argument("--ext", action="append", default=None, help="image extension to look for (repeatable)")
     ba.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_generator_args(ba, note="--auto: ")
-    _add_model_args(ba)
+    add_generator_args(ba, note="--auto: ")
+    add_model_args(ba)
     return ba
 
 
@@ -78,12 +72,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--workers must be >= 1")
     if args.processes is not None and args.processes < 1:
         raise CLIError("--processes must be >= 1")
-    auto = _generator_kwargs(args) if args.auto else {}
+    auto = generator_kwargs(args) if args.auto else {}
     settings = BatchSettings(
         model=args.model,
         checkpoint=args.checkpoint,
         device=args.device,
-        precision=_precision(args),
+        precision=precision_of(args),
         mode="auto" if args.auto else "prompts",
         auto=auto,
         batch_size=args.batch_size,
@@ -97,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
         # load here, so a bad --model/--checkpoint fails with one line before any work starts
         model = load_model(
-            args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args)
+            args.model, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
         )
         if args.auto:
             from ..predictors import AutomaticMaskGenerator

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..modeling import SAM2Model
-from ._common import CLIError, _add_model_args, _precision
+from ._common import CLIError, add_model_args, precision_of
 
 VIDEO_FRAMES = 4  # tracked frames after the prompted one
 VIDEO_OBJECTS = (1, 4)
@@ -436,7 +436,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="time the fast path without its torch.compile'd mask upsampling (as `segment --fast` runs it)",
     )
-    _add_model_args(be)
+    add_model_args(be)
     return be
 
 
@@ -447,7 +447,9 @@ def run(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise CLIError("--runs must be at least 1")
     image = load_image(args.image) if args.image else None
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
+    model = load_model(
+        args.model, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
+    )
     res = measure(
         model,
         image,

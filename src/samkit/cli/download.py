@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (
-    _add_model_args,
-)
+from ._common import add_model_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -17,7 +15,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     dl.add_argument("name", nargs="?", default=None, help="variant to fetch (default: --model)")
     dl.add_argument("--force", action="store_true", help="download again even if cached")
-    _add_model_args(dl)
+    add_model_args(dl)
     return dl
 
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import (
-    _add_model_args,
-    _precision,
-)
+from ._common import add_model_args, precision_of
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -24,7 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="print instead the execution policy this machine would use for --device and --fast "
         "(samkit.policy: precision, decoders, kernels, batching; no model is loaded)",
     )
-    _add_model_args(models)
+    add_model_args(models)
     return models
 
 
@@ -35,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         from ..checkpoints import resolve_device
         from ..policy import decide
 
-        policy = decide(resolve_device(args.device), _precision(args))
+        policy = decide(resolve_device(args.device), precision_of(args))
         print(json.dumps(policy.as_dict(), indent=2) if args.json else policy.describe())
         return 0
 

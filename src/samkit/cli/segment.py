@@ -7,13 +7,7 @@ import json
 from pathlib import Path
 
 from ..prompts import Prompt
-from ._common import (
-    CLIError,
-    _add_model_args,
-    _parse_box,
-    _parse_point,
-    _precision,
-)
+from ._common import CLIError, add_model_args, box_arg, point_arg, precision_of
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -28,13 +22,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     seg.add_argument(
         "--point",
         action="append",
-        type=_parse_point,
+        type=point_arg,
         default=[],
         metavar="X,Y[:LABEL]",
         help="a click in pixels; LABEL 1 = object (default), 0 = background. Repeatable",
     )
     seg.add_argument(
-        "--box", type=_parse_box, default=None, metavar="X0,Y0,X1,Y1", help="a box around the object"
+        "--box", type=box_arg, default=None, metavar="X0,Y0,X1,Y1", help="a box around the object"
     )
     seg.add_argument(
         "--out", default=None, help="mask PNG to write (with --multimask: NAME_0.png, NAME_1.png, ...)"
@@ -49,7 +43,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     seg.add_argument(
         "--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area"
     )
-    _add_model_args(seg)
+    add_model_args(seg)
     return seg
 
 
@@ -73,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         None if args.box is None else list(args.box),
     ).check_bounds(w, h)
 
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
+    model = load_model(
+        args.model, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
+    )
     predictor = ImagePredictor(
         model,
         mask_threshold=args.threshold,

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (
-    CLIError,
-    _add_model_args,
-    _precision,
-)
+from ._common import CLIError, add_model_args, precision_of
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -40,7 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     sv.add_argument("--max-upload-mb", type=float, default=None, help="largest upload (default 32 MB)")
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this web origin (repeatable)")
-    _add_model_args(sv)
+    add_model_args(sv)
     sv.set_defaults(model=None)
     return sv
 
@@ -67,7 +63,7 @@ def settings_from_args(args: argparse.Namespace):
     }
     if args.fast:
         # the fast path; a server's clicks pay for compiling the mask upsampling once (at start-up)
-        flags.update(precision=_precision(args), compile=True)
+        flags.update(precision=precision_of(args), compile=True)
     try:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as e:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (
-    CLIError,
-    _add_model_args,
-    _precision,
-)
+from ._common import CLIError, add_model_args, precision_of
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -40,7 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="keep every frame's memory like the reference (unbounded memory on long videos)",
     )
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_model_args(tr)
+    add_model_args(tr)
     return tr
 
 
@@ -54,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("give at least one --prompt FRAME:OBJ:X,Y or FRAME:OBJ:box=X0,Y0,X1,Y1")
     prompts = parse_frame_prompts(args.prompt)
     video = open_video(args.video)  # fail on unreadable input before loading the model
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=_precision(args))
+    model = load_model(
+        args.model, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
+    )
     predictor = VideoPredictor(model, keep_all_outputs=args.keep_all_outputs, progress=not args.quiet)
     try:
         result = track_to_folder(
