@@ -368,3 +368,29 @@ def test_models_policy_prints_this_machines_decisions(capsys):
     code, out, err = run(capsys, "models", "--policy", "--device", "cpu", "--fast", "--json")
     assert code == 0, err
     assert json.loads(out) == decide("cpu", "bf16").as_dict() and json.loads(out)["precision"] == "bf16"
+
+
+def test_command_line_conventions(capsys, tmp_path, photo, tiny_checkpoint):
+    """Usage errors are one line with exit status 2; a negative coordinate is a value, not an option;
+    options that do not apply are not offered; test configs stay out of user-facing lists."""
+    from samkit.cli import main
+
+    base = ["--model", "test-tiny", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "m.png")]
+    # "--point -5,10" parses (and is then refused as outside the image, by the shared prompt rules)
+    assert main(["segment", str(photo), "--point", "-5,10", *base]) == 1
+    err = capsys.readouterr().err
+    assert "point -5,10 lies outside" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as e:
+        main(["segment", str(photo), "--point", "abc", *base])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "point must look like X,Y or X,Y:LABEL" in err and "see samkit segment --help" in err
+    with pytest.raises(SystemExit) as e:
+        main(["download", "--fast"])
+    assert e.value.code == 2 and "unrecognized arguments: --fast" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "port to listen on (default 8000)" in capsys.readouterr().out
+    assert main(["segment", str(photo), "--point", "5,5", "--model", "nope", "--out", "x.png"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown model 'nope'" in err and "sam2.1-hiera-tiny" in err and "test-tiny" not in err

@@ -375,7 +375,7 @@ def resolve_name(name: str) -> str:
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(
-            f"model name must be a non-empty string, got {name!r}; valid names: {', '.join(VARIANTS)}"
+            f"model name must be a non-empty string, got {name!r}; valid names: {', '.join(variant_names())}"
         )
     key = name.strip().lower()
     key = key.split("/")[-1]
@@ -386,7 +386,7 @@ def resolve_name(name: str) -> str:
     key = re.sub(r"-hiera-(l)$", "-hiera-large", key)
     if key in VARIANTS:
         return key
-    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(VARIANTS)}")
+    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(variant_names())}")
 
 
 def get_config(name: str | ModelConfig) -> ModelConfig:

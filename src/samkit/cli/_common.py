@@ -34,7 +34,8 @@ point_arg = _argparse_type(parse_point)  # 'X,Y' or 'X,Y:LABEL'
 box_arg = _argparse_type(parse_box)  # 'X0,Y0,X1,Y1'
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, fast: bool = True) -> None:
+    """--model, --checkpoint, --device and (with ``fast``) --fast."""
     p.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -46,6 +47,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)"
     )
+    if not fast:
+        return
     p.add_argument(
         "--fast",
         action="store_true",

@@ -15,7 +15,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     dl.add_argument("name", nargs="?", default=None, help="variant to fetch (default: --model)")
     dl.add_argument("--force", action="store_true", help="download again even if cached")
-    add_model_args(dl)
+    add_model_args(dl, fast=False)
     return dl
 
 

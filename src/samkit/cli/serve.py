@@ -21,7 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     sv.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     sv.add_argument(
         "--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set SAMKIT_API_KEY)"
     )
