@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,7 +76,9 @@ def test_checkpoint_of_another_variant_is_named(oracle_checkpoint):
     with pytest.raises(CheckpointError) as e:
         samkit.load_model("sam2.1-hiera-tiny", checkpoint=ckpt, device="cpu")
     msg = str(e.value)
-    assert "looks like a 'sam2-hiera-tiny' checkpoint" in msg
+    assert "is a 'sam2-hiera-tiny' checkpoint, not 'sam2.1-hiera-tiny'" in msg
+    assert "load_model('sam2-hiera-tiny', checkpoint=...)" in e.value.summary  # Python advice in Python
+    assert e.value.variant == "sam2-hiera-tiny"
     assert "no_obj_embed_spatial" in msg and "obj_ptr_tpos_proj.weight" in msg
     ckpt_small = oracle_checkpoint("sam2.1-hiera-small")
     with pytest.raises(CheckpointError, match="sam2.1-hiera-small"):
@@ -155,3 +158,41 @@ def test_download_error_for_test_config():
 def test_predictors_from_pretrained(cls, tiny_checkpoint):
     p = cls.from_pretrained("test-tiny", checkpoint=tiny_checkpoint, device="cpu")
     assert p.model.cfg.name == "test-tiny" and p.device.type == "cpu" and p.image_size == 128
+
+
+@pytest.mark.parity
+def test_cli_names_the_checkpoints_variant_in_one_short_line(
+    oracle_checkpoint, tmp_path, capsys, monkeypatch
+):
+    """A checkpoint of another variant: one short line with command-line advice (the keys only with
+    --verbose); without --model the checkpoint's own variant is used, with a note."""
+    from PIL import Image
+
+    from samkit.cli import main
+
+    ckpt = oracle_checkpoint("sam2-hiera-tiny")
+    img = tmp_path / "p.png"
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(img)
+    argv = [
+        "segment",
+        str(img),
+        "--point",
+        "10,10",
+        "--out",
+        str(tmp_path / "m.png"),
+        "--checkpoint",
+        str(ckpt),
+    ]
+    assert main([*argv, "--model", "sam2.1-hiera-tiny"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is a 'sam2-hiera-tiny' checkpoint, not 'sam2.1-hiera-tiny': use --model sam2-hiera-tiny" in err
+    assert len(err) < 250 and "load_model" not in err and "missing keys" not in err
+    assert main([*argv, "--model", "sam2.1-hiera-tiny", "--verbose"]) == 1
+    assert "missing keys" in capsys.readouterr().err
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "is a sam2-hiera-tiny checkpoint: using --model sam2-hiera-tiny" in err
+    assert "loading" not in err  # not a terminal: no progress line
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(argv) == 0
+    assert f"samkit: loading sam2-hiera-tiny from {ckpt}..." in capsys.readouterr().err

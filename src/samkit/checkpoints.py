@@ -23,6 +23,7 @@ __all__ = [
     "apply_precision",
     "build_model",
     "cached_checkpoint",
+    "checkpoint_variant",
     "download_checkpoint",
     "filter_state_dict",
     "load_model",
@@ -32,7 +33,14 @@ __all__ = [
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable, or does not fit the requested model."""
+    """A checkpoint file is missing, unreadable, or does not fit the requested model.
+
+    ``summary`` is the first line of the message; ``details`` the rest (the keys that do not fit);
+    ``variant`` the official variant the checkpoint's shapes match, when it matches one."""
+
+    def __init__(self, summary: str, details: str = "", variant: str | None = None) -> None:
+        super().__init__(summary + (f"\n{details}" if details else ""))
+        self.summary, self.details, self.variant = summary, details, variant
 
 
 class DownloadError(RuntimeError):
@@ -135,10 +143,13 @@ def _check_keys(
     if not (missing or unexpected or wrong):
         return
     guess = _guess_variant(sd)
-    lines = [
-        f"checkpoint {source} does not match model {cfg.name!r}"
-        + (f": it looks like a {guess!r} checkpoint" if guess else "")
-    ]
+    summary = (
+        f"checkpoint {source} is a {guess!r} checkpoint, not {cfg.name!r}: "
+        f"load it with load_model({guess!r}, checkpoint=...)"
+        if guess
+        else f"checkpoint {source} does not match model {cfg.name!r} (nor any official variant)"
+    )
+    lines = []
     for label, keys in (
         ("missing keys", missing),
         ("unexpected keys", unexpected),
@@ -147,9 +158,12 @@ def _check_keys(
         if keys:
             more = f" ... and {len(keys) - 5} more" if len(keys) > 5 else ""
             lines.append(f"  {label} ({len(keys)}): {', '.join(keys[:5])}{more}")
-    if guess:
-        lines.append(f"  load it with load_model({guess!r}, checkpoint=...)")
-    raise CheckpointError("\n".join(lines))
+    raise CheckpointError(summary, "\n".join(lines), guess)
+
+
+def checkpoint_variant(path: str | os.PathLike) -> str | None:
+    """The official variant whose shapes a checkpoint file has (None when it matches none)."""
+    return _guess_variant(load_state_dict_file(path))
 
 
 # --- the hub -------------------------------------------------------------------------------

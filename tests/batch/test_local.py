@@ -88,7 +88,10 @@ def test_prompted_job_matches_the_predictor_one_by_one(
         predictor.set_image(image)
         for j, (p, ann) in enumerate(zip(prompts[key], doc["annotations"])):
             masks, scores, _ = predictor.predict(
-                point_coords=p.point_coords, point_labels=p.point_labels, box=p.box, multimask_output=p.multimask
+                point_coords=p.point_coords,
+                point_labels=p.point_labels,
+                box=p.box,
+                multimask_output=p.multimask,
             )
             best = int(np.argmax(scores))
             mask = rle.decode(ann["segmentation"])

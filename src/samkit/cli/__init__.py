@@ -94,10 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         KeyError,
         RuntimeError,
     ) as e:
-        # one line, whatever the exception carried: multi-line messages are joined
-        msg = (
-            " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip()) or type(e).__name__
-        )
+        if isinstance(e, CheckpointError) and not getattr(args, "verbose", False):
+            # the summary, with command-line advice (the key lists only with --verbose)
+            msg = e.summary
+            if e.variant is not None:
+                msg = msg.split(": load it with")[0] + f": use --model {e.variant} (or leave --model out)"
+        else:
+            # one line, whatever the exception carried: multi-line messages are joined
+            msg = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
+        msg = msg or type(e).__name__
         print(f"samkit {args.command}: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

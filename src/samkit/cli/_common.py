@@ -4,6 +4,7 @@ one-line error type."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..prompts import PromptError, parse_box, parse_point
 
@@ -38,8 +39,9 @@ def add_model_args(p: argparse.ArgumentParser, fast: bool = True) -> None:
     """--model, --checkpoint, --device and (with ``fast``) --fast."""
     p.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"variant name or Hugging Face id, e.g. sam2.1-hiera-large (default: {DEFAULT_MODEL})",
+        default=None,
+        help=f"variant name or Hugging Face id, e.g. sam2.1-hiera-large (default: {DEFAULT_MODEL}, or "
+        "the variant of --checkpoint)",
     )
     p.add_argument(
         "--checkpoint", default=None, help="official .pt checkpoint to load instead of downloading"
@@ -47,6 +49,7 @@ def add_model_args(p: argparse.ArgumentParser, fast: bool = True) -> None:
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)"
     )
+    p.add_argument("--verbose", action="store_true", help="print every detail of an error")
     if not fast:
         return
     p.add_argument(
@@ -103,3 +106,35 @@ def version() -> str:
     from .. import __version__
 
     return __version__
+
+
+def model_name(args: argparse.Namespace) -> str:
+    """The variant the command runs: --model; without it, the variant a --checkpoint's shapes match
+    (with a note when that is not the default), else the default. Sets ``args.model``."""
+    if args.model is None:
+        args.model = DEFAULT_MODEL
+        if getattr(args, "checkpoint", None):
+            from ..checkpoints import CheckpointError, checkpoint_variant
+
+            try:
+                found = checkpoint_variant(args.checkpoint)
+            except CheckpointError:
+                found = None  # reported when the model is loaded
+            if found is not None and found != DEFAULT_MODEL:
+                print(
+                    f"samkit: {args.checkpoint} is a {found} checkpoint: using --model {found}",
+                    file=sys.stderr,
+                )
+                args.model = found
+    return args.model
+
+
+def load(args: argparse.Namespace):
+    """The model of the common options, with a one-line status on a terminal (loading takes seconds)."""
+    from ..checkpoints import load_model
+
+    name = model_name(args)
+    if sys.stderr.isatty():  # progress for a person; logs and pipes get the one-line errors only
+        source = args.checkpoint or "the Hugging Face cache"
+        print(f"samkit: loading {name} from {source}...", file=sys.stderr, flush=True)
+    return load_model(name, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args))

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import CLIError, add_generator_args, add_model_args, generator_kwargs, precision_of
+from ._common import CLIError, add_generator_args, add_model_args, generator_kwargs, load
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -31,7 +31,6 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import coco
     from .._files import atomic_write
-    from ..checkpoints import load_model
     from ..predictors import AutomaticMaskGenerator
     from ..transforms import load_image
     from ..visualize import overlay_masks
@@ -39,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.out or args.overlay or args.json):
         raise CLIError("nothing to write: pass --out, --overlay and/or --json")
     image = load_image(args.image)
-    model = load_model(
-        args.model, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
-    )
+    model = load(args)
     gen = AutomaticMaskGenerator(
         model,
         **generator_kwargs(args),

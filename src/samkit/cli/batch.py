@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import CLIError, add_generator_args, add_model_args, generator_kwargs, precision_of
+from ._common import (
+    CLIError,
+    add_generator_args,
+    add_model_args,
+    generator_kwargs,
+    load,
+    model_name,
+    precision_of,
+)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -74,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--processes must be >= 1")
     auto = generator_kwargs(args) if args.auto else {}
     settings = BatchSettings(
-        model=args.model,
+        model=model_name(args),
         checkpoint=args.checkpoint,
         device=args.device,
         precision=precision_of(args),
@@ -87,12 +95,9 @@ def run(args: argparse.Namespace) -> int:
     model, processes = None, args.processes
     if args.engine == "local":
         from ..batch.local import default_processes
-        from ..checkpoints import load_model
 
         # load here, so a bad --model/--checkpoint fails with one line before any work starts
-        model = load_model(
-            args.model, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
-        )
+        model = load(args)
         if args.auto:
             from ..predictors import AutomaticMaskGenerator
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..modeling import SAM2Model
-from ._common import CLIError, add_model_args, precision_of
+from ._common import CLIError, add_model_args, load
 
 VIDEO_FRAMES = 4  # tracked frames after the prompted one
 VIDEO_OBJECTS = (1, 4)
@@ -441,15 +441,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import load_model
     from ..transforms import load_image
 
     if args.runs < 1:
         raise CLIError("--runs must be at least 1")
     image = load_image(args.image) if args.image else None
-    model = load_model(
-        args.model, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
-    )
+    model = load(args)
     res = measure(
         model,
         image,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_model_args
+from ._common import DEFAULT_MODEL, add_model_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -22,6 +22,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import download_checkpoint
 
-    path = download_checkpoint(args.name or args.model, force=args.force)
+    path = download_checkpoint(args.name or args.model or DEFAULT_MODEL, force=args.force)
     print(path)
     return 0

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..prompts import Prompt
-from ._common import CLIError, add_model_args, box_arg, point_arg, precision_of
+from ._common import CLIError, add_model_args, box_arg, load, point_arg
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -50,7 +50,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..checkpoints import load_model
     from ..predictors import ImagePredictor
     from ..transforms import load_image
     from ..visualize import mask_stats, mask_to_png, overlay_masks
@@ -67,9 +66,7 @@ def run(args: argparse.Namespace) -> int:
         None if args.box is None else list(args.box),
     ).check_bounds(w, h)
 
-    model = load_model(
-        args.model, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
-    )
+    model = load(args)
     predictor = ImagePredictor(
         model,
         mask_threshold=args.threshold,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CLIError, add_model_args, precision_of
+from ._common import CLIError, add_model_args, load
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -41,7 +41,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import load_model
     from ..predictors import VideoPredictor
     from ..video.io import open_video
     from ..video.output import TrackingInterrupted, parse_frame_prompts, track_to_folder
@@ -50,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("give at least one --prompt FRAME:OBJ:X,Y or FRAME:OBJ:box=X0,Y0,X1,Y1")
     prompts = parse_frame_prompts(args.prompt)
     video = open_video(args.video)  # fail on unreadable input before loading the model
-    model = load_model(
-        args.model, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
-    )
+    model = load(args)
     predictor = VideoPredictor(model, keep_all_outputs=args.keep_all_outputs, progress=not args.quiet)
     try:
         result = track_to_folder(
