@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import samkit
 from samkit.cli.bench import click_agreement
@@ -60,6 +61,7 @@ def test_table_compares_the_fast_path_with_the_bf16_reference_when_measured():
     assert not any(line.startswith("fast/ref-bf16") for line in BenchResult(rows=rows).table().splitlines())
 
 
+@pytest.mark.slow
 def test_reference_video_runs_under_autocast_on_the_same_frames():
     """The reference's video predictor (memory stored in bf16) runs on the CPU under the bench's
     autocast, on the JPEG-written frames, and gives a time per tracked frame for each object count."""

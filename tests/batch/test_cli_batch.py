@@ -158,6 +158,7 @@ def many_photos(tmp_path_factory, tiny_checkpoint):
     return tmp / "photos", keys, clean
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_kill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint, many_photos, sig):
     root, keys, clean = many_photos

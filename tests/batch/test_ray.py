@@ -22,6 +22,7 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["prompts", "auto"])
 def test_ray_engine_writes_what_the_local_engine_writes(
     ray_local, tmp_path, photos, prompt_file, tiny_model, tiny_checkpoint, mode
@@ -73,6 +74,7 @@ def test_ray_options_are_checked():
         RayOptions(batch_size=0)
 
 
+@pytest.mark.slow
 def test_batch_cli_with_the_ray_engine(ray_local, capsys, tmp_path, photos, prompt_file, tiny_checkpoint):
     from samkit.cli import main
 

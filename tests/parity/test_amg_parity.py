@@ -69,6 +69,7 @@ def assert_same_annotation(r: dict, o: dict, what: str) -> None:
     assert diff <= 3, f"{what}: {diff} pixels differ"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["sam2-hiera-tiny", "sam2.1-hiera-tiny"])
 def test_unfiltered_outputs_equal(variant, photo, monkeypatch):
     # stability scores and boxes by cells of the low-res grid, which samkit uses on big crops of
@@ -91,6 +92,7 @@ def test_unfiltered_outputs_equal(variant, photo, monkeypatch):
         assert_same_annotation(r, o, f"mask {i}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["sam2-hiera-tiny", "sam2.1-hiera-tiny"])
 def test_filtered_with_crops_same_set(variant, photo):
     kw = dict(

@@ -155,6 +155,7 @@ def test_mask_input_refinement_matches(encoded, image_name, request):
         assert_logits_close(a, b, what)
 
 
+@pytest.mark.slow
 def test_hole_filling_and_sprinkle_removal_match(truck):
     """The reference needs its CUDA extension for this; the oracle gets a scipy stand-in.
     Post-processing does not depend on the variant, so one is enough."""
@@ -173,6 +174,7 @@ def test_hole_filling_and_sprinkle_removal_match(truck):
     assert (plain != o_masks).any(), "post-processing changed nothing; the test would prove nothing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["sam2-hiera-tiny", "sam2.1-hiera-tiny"])
 def test_set_image_batch_matches_reference(variant, truck, groceries):
     ref, ours = _predictors(variant)

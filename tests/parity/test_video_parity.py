@@ -123,6 +123,7 @@ def _bedroom(data_dir, n):
     return [src.frame(i) for i in range(n)], str(data_dir / "videos" / "bedroom")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "variant", ["sam2-hiera-tiny", "sam2-hiera-small", "sam2.1-hiera-tiny", "sam2.1-hiera-small"]
 )
@@ -137,6 +138,7 @@ def test_bedroom_session_matches_reference(variant, data_dir):
     compare(r, o)
 
 
+@pytest.mark.slow
 def test_bedroom_folder_full_resolution(data_dir, tmp_path):
     """Full 1024 px, read from the folder of JPEGs by both packages, two objects forward."""
     import shutil
@@ -158,6 +160,7 @@ def test_bedroom_folder_full_resolution(data_dir, tmp_path):
     compare(*outs)
 
 
+@pytest.mark.slow
 def test_dog_mp4_matches_reference(data_dir):
     """dog.mp4 decoded by samkit (PyAV), tracked by both from the same frames."""
     n = 6

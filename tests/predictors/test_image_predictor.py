@@ -290,6 +290,7 @@ def test_gradients_are_not_tracked(predictor):
     assert torch.is_grad_enabled()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["truck", "groceries"])
 def test_fast_path_agrees_with_exact(name, request, oracle_checkpoint):
     """precision='bf16' (the fast path) stays within a bounded disagreement of the exact path."""

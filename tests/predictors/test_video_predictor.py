@@ -110,6 +110,7 @@ def test_video_file_and_frame_list_agree(tiny_model, tmp_path):
     assert_same(from_list, from_file, atol=0)
 
 
+@pytest.mark.slow
 def test_memory_policy_bounds_state_and_keeps_results(tiny_model):
     frames = synthetic_frames(80)
     policy = make(tiny_model)
