@@ -127,6 +127,7 @@ def test_offline_without_cache_says_how_to_pass_checkpoint(tmp_path):
     assert "checkpoint=" in res.stdout and "sam2.1_hiera_tiny.pt" in res.stdout
 
 
+@pytest.mark.slow
 def test_download_is_reused_from_the_hub_cache(tmp_path, oracle_checkpoint):
     """A file already in the standard Hugging Face cache is used without any network access."""
     ckpt = oracle_checkpoint("sam2.1-hiera-tiny")

@@ -319,6 +319,7 @@ def test_track_failure_halfway_keeps_written_frames(capsys, tmp_path, clip, tiny
     )
 
 
+@pytest.mark.slow
 def test_bench_prints_table_and_json(capsys, tmp_path, tiny_checkpoint):
     img = tmp_path / "i.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(img)

@@ -33,6 +33,7 @@ def model_args(ckpt):
 AUTO_ARGS = ["--auto", "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
 
 
+@pytest.mark.slow
 def test_batch_cli_writes_results_and_exit_status(capsys, tmp_path, photos, prompt_file, tiny_checkpoint):
     root, keys = photos
     out = tmp_path / "out"

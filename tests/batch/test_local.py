@@ -125,6 +125,7 @@ def test_auto_job_matches_the_generator_and_writes_pngs(tmp_path, photos, tiny_m
         assert overlay.shape == image.shape and not np.array_equal(overlay, image)
 
 
+@pytest.mark.slow
 def test_same_inputs_give_byte_identical_results(tmp_path, photos, prompt_file, tiny_model, tiny_checkpoint):
     root, _ = photos
     a, b = tmp_path / "a", tmp_path / "b"
