@@ -13,7 +13,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="run the HTTP API server",
         description="Serve the JSON API (OpenAPI docs at /docs). Binds 127.0.0.1 unless --host says otherwise. "
         "With --fast the server also compiles the clicks' mask upsampling (torch.compile) at start-up: "
-        "a few seconds once, ~3 ms saved on every 2250x1500 click. Every setting can also come from an "
+        "a few seconds once, then a few ms saved on every large click. Every setting can also come from an "
         "environment variable SAMKIT_<SETTING> (SAMKIT_MODEL, SAMKIT_PRECISION, SAMKIT_API_KEY, "
         "SAMKIT_MAX_BATCH...); a flag given wins.",
         epilog="example: samkit serve --model sam2.1-hiera-tiny --port 8000",
