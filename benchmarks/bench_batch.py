@@ -55,7 +55,10 @@ def plain_loop(predictor, folder: Path, keys: list[str], prompts: dict, out: Pat
         anns = []
         for p in prompts[key]:
             masks, scores, _ = predictor.predict(
-                point_coords=p.point_coords, point_labels=p.point_labels, box=p.box, multimask_output=p.multimask
+                point_coords=p.point_coords,
+                point_labels=p.point_labels,
+                box=p.box,
+                multimask_output=p.multimask,
             )
             best = int(np.argmax(scores))
             anns.append({"segmentation": rle.encode(masks[best] > 0), "score": float(scores[best])})
