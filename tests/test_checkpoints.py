@@ -127,6 +127,39 @@ def test_offline_without_cache_says_how_to_pass_checkpoint(tmp_path):
     assert "checkpoint=" in res.stdout and "sam2.1_hiera_tiny.pt" in res.stdout
 
 
+def test_unreachable_hub_is_reported_after_one_attempt(tmp_path):
+    """With the hub pointed at an address where nothing listens: one connection attempt, no
+    huggingface_hub download (its retries take tens of seconds), and a one-line CLI error that says
+    which flag to use, with no Python advice; the Python error keeps the Python advice."""
+    res = _run_isolated(
+        """
+        import socket, huggingface_hub
+        attempts, downloads = [], []
+        real = socket.create_connection
+        socket.create_connection = lambda *a, **k: attempts.append(a[0]) or real(*a, **k)
+        huggingface_hub.hf_hub_download = lambda *a, **k: downloads.append(a)
+        import samkit
+        from samkit.cli import main
+        try:
+            samkit.load_model("sam2.1-hiera-tiny", device="cpu")
+        except samkit.DownloadError as e:
+            print("PYTHON", e)
+        code = main(["segment", "examples/shapes.jpg", "--point", "190,190", "--out", "m.png"])
+        print("CODE", code, "ATTEMPTS", len(attempts), "DOWNLOADS", len(downloads))
+        """,
+        {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")},
+    )
+    assert "CODE 1 ATTEMPTS 2 DOWNLOADS 0" in res.stdout, res.stdout + res.stderr  # one per call
+    python = next(line for line in res.stdout.splitlines() if line.startswith("PYTHON"))
+    assert "cannot reach 127.0.0.1:9" in python and "load_model('sam2.1-hiera-tiny', checkpoint=" in python
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and "load_model" not in err[0], res.stderr
+    assert (
+        "--checkpoint path/to/sam2.1_hiera_tiny.pt" in err[0]
+        and "samkit download sam2.1-hiera-tiny" in err[0]
+    )
+
+
 @pytest.mark.slow
 def test_download_is_reused_from_the_hub_cache(tmp_path, oracle_checkpoint):
     """A file already in the standard Hugging Face cache is used without any network access."""

@@ -44,7 +44,32 @@ class CheckpointError(RuntimeError):
 
 
 class DownloadError(RuntimeError):
-    """Official weights could not be fetched and are not in the local cache."""
+    """Official weights could not be fetched and are not in the local cache. ``cli_message`` says the
+    same for a command-line user (flags instead of Python arguments)."""
+
+    def __init__(self, message: str, cli_message: str | None = None) -> None:
+        super().__init__(message)
+        self.cli_message = cli_message or message
+
+
+def _hub_unreachable(timeout: float = 2.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached (offline mode, or no TCP connection to its host within
+    ``timeout`` seconds, one attempt), or None when it can. Checked before downloading: offline,
+    huggingface_hub's own retries take tens of seconds to give up."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"cannot reach {host}:{port}: {e.strerror or type(e).__name__}"
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -193,19 +218,26 @@ def download_checkpoint(name: str, force: bool = False) -> Path:
             return cached
     from huggingface_hub import hf_hub_download
 
+    def fail(reason: str) -> DownloadError:
+        what = f"{cfg.name} is not in the local cache and could not be downloaded ({reason})"
+        file = f"path/to/{cfg.checkpoint_filename}"
+        return DownloadError(
+            f"{what}. Offline, pass the official file: load_model({cfg.name!r}, checkpoint={file!r}); "
+            f"online, samkit.download_checkpoint({cfg.name!r}) fetches it into the cache.",
+            f"{what}: pass --checkpoint {file} (an official {cfg.checkpoint_filename}), "
+            f"or run `samkit download {cfg.name}` when online",
+        )
+
+    unreachable = _hub_unreachable()
+    if unreachable is not None:
+        raise fail(unreachable)
     try:
         return Path(
             hf_hub_download(repo_id=cfg.hf_repo, filename=cfg.checkpoint_filename, force_download=force)
         )
-    except Exception as e:  # network errors, offline mode, missing repo: one actionable message
+    except Exception as e:  # network errors, a missing repo: one actionable message
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DownloadError(
-            f"could not download {cfg.checkpoint_filename} from https://huggingface.co/{cfg.hf_repo} "
-            f"and no cached copy exists ({type(e).__name__}: {reason}).\n"
-            f"If this machine is offline, copy the file here and pass it explicitly: "
-            f"load_model({cfg.name!r}, checkpoint='path/to/{cfg.checkpoint_filename}') "
-            f"or `--checkpoint path/to/{cfg.checkpoint_filename}` on the command line."
-        ) from None
+        raise fail(f"{type(e).__name__}: {reason}") from None
 
 
 def load_model(

@@ -94,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         KeyError,
         RuntimeError,
     ) as e:
-        if isinstance(e, CheckpointError) and not getattr(args, "verbose", False):
+        if isinstance(e, DownloadError):
+            msg = e.cli_message
+        elif isinstance(e, CheckpointError) and not getattr(args, "verbose", False):
             # the summary, with command-line advice (the key lists only with --verbose)
             msg = e.summary
             if e.variant is not None:
