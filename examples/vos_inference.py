@@ -131,6 +131,22 @@ def write_annotation(
         )
 
 
+def write_segments(output_mask_dir, video_name, frames, segments, height, width, per_obj_png_file, palette):
+    """:func:`write_annotation` for every tracked frame of one video."""
+    os.makedirs(os.path.join(output_mask_dir, video_name), exist_ok=True)
+    for frame_idx, per_obj in segments.items():
+        write_annotation(
+            output_mask_dir,
+            video_name,
+            frames[frame_idx],
+            per_obj,
+            height,
+            width,
+            per_obj_png_file,
+            palette or DAVIS_PALETTE,
+        )
+
+
 def list_frames(base_video_dir: str, video: str) -> list[str]:
     """Frame names (without extension) of a video's JPEG folder, in frame-number order."""
     names = [
@@ -218,18 +234,7 @@ def vos_inference(
         frame_idx: {obj_id: (logits[i] > score_thresh).cpu().numpy() for i, obj_id in enumerate(obj_ids)}
         for frame_idx, obj_ids, logits in predictor.propagate_in_video(state)
     }
-    os.makedirs(os.path.join(output_mask_dir, video_name), exist_ok=True)
-    for frame_idx, per_obj in segments.items():
-        write_annotation(
-            output_mask_dir,
-            video_name,
-            frames[frame_idx],
-            per_obj,
-            height,
-            width,
-            per_obj_png_file,
-            palette or DAVIS_PALETTE,
-        )
+    write_segments(output_mask_dir, video_name, frames, segments, height, width, per_obj_png_file, palette)
     return segments
 
 
@@ -288,18 +293,7 @@ def vos_separate_inference_per_object(
             obj_id: (scores[i] > score_thresh).cpu().numpy() for i, obj_id in enumerate(object_ids)
         }
 
-    os.makedirs(os.path.join(output_mask_dir, video_name), exist_ok=True)
-    for frame_idx, per_obj in segments.items():
-        write_annotation(
-            output_mask_dir,
-            video_name,
-            frames[frame_idx],
-            per_obj,
-            height,
-            width,
-            per_obj_png_file,
-            palette or DAVIS_PALETTE,
-        )
+    write_segments(output_mask_dir, video_name, frames, segments, height, width, per_obj_png_file, palette)
     return segments
 
 

@@ -108,15 +108,16 @@ def filter_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return dict(sd)
 
 
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a ``.pt`` checkpoint (``{"model": state_dict}`` or a bare state dict) onto the CPU."""
+def load_state_dict_file(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Read a ``.pt`` checkpoint (``{"model": state_dict}`` or a bare state dict) onto the CPU.
+    ``mmap``: map the file instead of reading it (tensors are read only when touched: for shapes)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"checkpoint path is a directory, expected a .pt file: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # pickle, zip, EOF and torch errors all mean the same to a user
         raise CheckpointError(
             f"could not read checkpoint {path}: the file is corrupt, truncated or not a PyTorch checkpoint "
@@ -188,7 +189,8 @@ def _check_keys(
 
 def checkpoint_variant(path: str | os.PathLike) -> str | None:
     """The official variant whose shapes a checkpoint file has (None when it matches none)."""
-    return _guess_variant(load_state_dict_file(path))
+    # mapped: only the shapes are looked at, so the weights are not read twice before loading
+    return _guess_variant(load_state_dict_file(path, mmap=True))
 
 
 # --- the hub -------------------------------------------------------------------------------

@@ -42,20 +42,6 @@ from ._base import ModelBacked
 __all__ = ["ObjectTrack", "VideoPredictor", "VideoState"]
 
 
-def _as_tensor(value, name: str, dtype=torch.float32) -> torch.Tensor:
-    try:
-        t = (
-            value.detach().clone().to(dtype)
-            if isinstance(value, torch.Tensor)
-            else torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype)
-        )
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be numeric, got {value!r:.80}") from e
-    if t.is_floating_point() and not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return t
-
-
 class VideoPredictor(ModelBacked):
     """Track objects through a video with a SAM 2 model.
 
@@ -225,7 +211,7 @@ class VideoPredictor(ModelBacked):
         """Give an object's mask on a frame: a (H, W) boolean array (any size; resized to the model)."""
         state = self._check_state(inference_state)
         frame_idx = self._check_frame(state, frame_idx)
-        m = _as_tensor(mask, "mask")
+        m = as_float_tensor(mask, "mask")
         if m.dim() != 2 or m.shape[0] < 1 or m.shape[1] < 1:
             raise ValueError(f"mask must be a 2-D (H, W) array, got shape {tuple(m.shape)}")
         m = (m > 0).float()[None, None].to(state.device)
