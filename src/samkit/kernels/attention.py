@@ -29,9 +29,11 @@ __all__ = ["attention", "attention_by_matmuls"]
 _SCORE_CHUNK_BYTES = 16 << 20
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``F.scaled_dot_product_attention(q, k, v)``, or :func:`attention_by_matmuls` for bfloat16 CPU
-    inference where the policy says ``attention="matmuls"``."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)``, or :func:`attention_by_matmuls`
+    for bfloat16 CPU inference where the policy says ``attention="matmuls"``."""
+    if dropout_p > 0.0:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     if (
         q.dtype == torch.bfloat16
         and q.device.type == "cpu"

@@ -82,6 +82,18 @@ class MultiScaleAttention(nn.Module):
         return linear(self.proj, out.transpose(1, 2).reshape(b, h, w, -1))
 
 
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: in training, zero the whole branch of each sample with probability p and
+    scale the kept ones by 1 / (1 - p); the identity otherwise."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    if keep > 0.0:
+        mask.div_(keep)
+    return x * mask
+
+
 class MultiScaleBlock(nn.Module):
     """Pre-norm transformer block with optional windowing and query pooling."""
 
@@ -104,6 +116,8 @@ class MultiScaleBlock(nn.Module):
         self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=nn.GELU)
         if dim != dim_out:
             self.proj = nn.Linear(dim, dim_out)
+        # stochastic depth in training (samkit.train sets it); inactive in eval mode
+        self.drop_path = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -125,8 +139,8 @@ class MultiScaleBlock(nn.Module):
         if window > 0:
             x = window_unpartition(x, window, padded, (h, w))
 
-        x = shortcut + x
-        return x + self.mlp(self.norm2(x))
+        x = shortcut + drop_path(x, self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
 class PatchEmbed(nn.Module):

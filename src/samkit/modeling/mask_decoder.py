@@ -159,6 +159,20 @@ class MaskDecoder(nn.Module):
         iou_pred (B, 4), mask tokens (B, 4, C), object score logits (B, 1). ``min_iou``: prompts
         whose masks (from ``first_mask`` on) all score at most this get -inf masks, not upscaled."""
         prep = prepared or self.prepare(image_embeddings, dense_prompt_embeddings, repeat_image, image_pe)
+        if torch.is_grad_enabled() and prep.src.requires_grad:
+            # training: the plain expression, differentiable and per prompt (each object of a training
+            # batch may come from another image); the buffers and tiles below are for inference
+            hs, src = self.run_transformer(prep, sparse_prompt_embeddings)
+            iou_pred, mask_tokens_out, obj_logits, hyper_in = self.heads(hs, first_mask)
+            h, w = prep.src.shape[-2:]
+            if self.use_high_res_features:
+                masks = upscale_kernels.upscale_plain(
+                    self.output_upscaling, src, hyper_in, (h, w), high_res_features
+                )
+            else:
+                up = self.output_upscaling(src.transpose(1, 2).reshape(src.shape[0], -1, h, w))
+                masks = (hyper_in @ up.flatten(2)).view(src.shape[0], -1, 4 * h, 4 * w)
+            return masks, iou_pred, mask_tokens_out, obj_logits
         skips = prep.skips
         if skips is None and self.use_high_res_features:
             skips = self.prepare_skips(high_res_features)

@@ -26,17 +26,23 @@ class MemoryAttentionLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
+        # dropout on the residual branches and inside the MLP, as in training (samkit.train sets it);
+        # inactive in eval mode
+        self.dropout = 0.0
 
     def forward(
         self, x: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor, num_k_exclude_rope: int = 0
     ) -> torch.Tensor:
+        p = self.dropout if self.training else 0.0
         h = self.norm1(x)
-        x = x + self.self_attn(h, h, h)
+        x = x + F.dropout(self.self_attn(h, h, h), p, self.training)
         h = self.norm2(x)
         # keys carry their position encoding, queries do not (as configured for every SAM 2 model)
-        x = x + self.cross_attn_image(h, memory + memory_pos, memory, num_k_exclude_rope=num_k_exclude_rope)
+        h = self.cross_attn_image(h, memory + memory_pos, memory, num_k_exclude_rope=num_k_exclude_rope)
+        x = x + F.dropout(h, p, self.training)
         h = self.norm3(x)
-        return x + self.linear2(F.relu(self.linear1(h)))
+        h = self.linear2(F.dropout(F.relu(self.linear1(h)), p, self.training))
+        return x + F.dropout(h, p, self.training)
 
 
 class MemoryAttention(nn.Module):

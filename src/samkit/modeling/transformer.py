@@ -174,6 +174,7 @@ class RoPEAttention(Attention):
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
         self._rope_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self.dropout = 0.0  # attention dropout in training mode (samkit.train sets it)
 
     def _rotations(self, n: int, device: torch.device) -> torch.Tensor:
         """Complex RoPE rotations of a square grid of n tokens (n, d / 2), cached per size and device."""
@@ -197,14 +198,18 @@ class RoPEAttention(Attention):
             if n_rope != nq and not self.rope_k_repeat:
                 raise ValueError("keys and queries differ in length but rope_k_repeat is off")
             rot = self._rotations(nq, k.device)  # broadcast over the memory's frames by apply_rope
-            if num_k_exclude_rope > 0:
+            if num_k_exclude_rope > 0 and torch.is_grad_enabled() and k.requires_grad:
+                # training: out of place, autograd does not differentiate through `out=`
+                k = torch.cat([apply_rope(k[:, :, :n_rope], rot), k[:, :, n_rope:]], dim=2)
+            elif num_k_exclude_rope > 0:
                 # rotate the spatial keys in place of a fresh (B, H, M, d) tensor and a concatenation;
                 # the object-pointer keys after them stay as they are
                 k = k.contiguous()
                 apply_rope(k[:, :, :n_rope], rot, out=k[:, :, :n_rope])
             else:
                 k = apply_rope(k, rot)
-        return self.out_proj(self._merge(attention(q, k, v)))
+        dropout = self.dropout if self.training else 0.0
+        return self.out_proj(self._merge(attention(q, k, v, dropout_p=dropout)))
 
 
 class TwoWayAttentionBlock(nn.Module):

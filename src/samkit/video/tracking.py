@@ -134,6 +134,7 @@ def memory_plan(
     non_cond: dict[int, FrameOutput],
     num_frames: int,
     reverse: bool,
+    training: bool = False,
 ) -> MemoryPlan:
     """Which stored outputs one object's memory holds when tracking ``frame_idx``.
 
@@ -145,7 +146,8 @@ def memory_plan(
     selected, unselected = select_closest_cond_frames(frame_idx, list(cond), cfg.max_cond_frames_in_attn)
     unselected_set = set(unselected)
     spatial: list[tuple[int, int, bool]] = [(0, t, True) for t in selected]
-    stride = cfg.memory_temporal_stride_for_eval
+    # training attends to consecutive frames and to the pointers of every conditioning frame
+    stride = 1 if training else cfg.memory_temporal_stride_for_eval
     for t_pos in range(1, cfg.num_maskmem):
         t_rel = cfg.num_maskmem - t_pos  # frames before the current one
         if t_rel == 1:
@@ -167,7 +169,11 @@ def memory_plan(
         max_ptrs = min(num_frames, cfg.max_obj_ptrs_in_encoder)
         sign = -1 if reverse else 1
         for t in selected:
-            if cfg.only_obj_ptrs_in_the_past_for_eval and not (t >= frame_idx if reverse else t <= frame_idx):
+            if (
+                not training
+                and cfg.only_obj_ptrs_in_the_past_for_eval
+                and not (t >= frame_idx if reverse else t <= frame_idx)
+            ):
                 continue
             pos = (frame_idx - t) * sign if cfg.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t)
             pointers.append((pos, t, True))
@@ -208,14 +214,14 @@ def assemble_memory(
     object-pointer tokens at the end of it.
     """
     cfg = model.cfg
-    b = len(stores)
     c, mem_dim = model.hidden_dim, model.mem_dim
     mems, poss = [], []
     for t_pos, t, is_cond in plan.spatial:
         outs = [_lookup(t, is_cond, cond, non_cond) for cond, non_cond in stores]
         feats = torch.cat([o.maskmem_features for o in outs]).to(device, non_blocking=True)
+        b = feats.shape[0]  # objects: one per store, or a store holding a batch (training)
         mems.append(feats.flatten(2).transpose(1, 2))
-        pos = outs[0].maskmem_pos_enc.to(device).flatten(2).transpose(1, 2)
+        pos = outs[0].maskmem_pos_enc[:1].to(device).flatten(2).transpose(1, 2)
         pos = pos + model.maskmem_tpos_enc[cfg.num_maskmem - t_pos - 1]
         poss.append(pos.expand(b, -1, -1))
 
@@ -230,7 +236,7 @@ def assemble_memory(
             ],
             dim=1,
         )  # (B, P, C)
-        n = len(plan.pointers)
+        b, n = ptrs.shape[0], len(plan.pointers)
         if cfg.add_tpos_enc_to_obj_ptrs:
             t_diff_max = max(min(num_frames, cfg.max_obj_ptrs_in_encoder) - 1, 1)
             tpos_dim = c if cfg.proj_tpos_enc_in_obj_ptrs else mem_dim
@@ -288,6 +294,9 @@ class HeadsOutput:
     ious: torch.Tensor  # (B, M)
     obj_ptr: torch.Tensor  # (B, C)
     object_score_logits: torch.Tensor  # (B, 1)
+    # every candidate mask, with ``all_masks=True`` (training supervises them all): (B, M, 4h, 4w), (B, M, S, S)
+    low_res_multimasks: torch.Tensor | None = None
+    high_res_multimasks: torch.Tensor | None = None
 
 
 def _with_presence(model: SAM2Model, ptr: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -307,11 +316,13 @@ def sam_heads(
     points: tuple[torch.Tensor, torch.Tensor] | None,
     mask_inputs: torch.Tensor | None,
     multimask_output: bool,
+    all_masks: bool = False,
 ) -> HeadsOutput:
     """Prompt encoder + mask decoder on memory-conditioned features.
 
     points: (coords (B, N, 2) in the model frame, labels (B, N)) or None; mask_inputs: (B, 1, H, W)
-    logits or None. Only the selected mask is upsampled to full resolution.
+    logits or None. Only the selected mask is upsampled to full resolution, unless ``all_masks``
+    (then every candidate is, and returned too).
     """
     b = pix_feat.shape[0]
     device = pix_feat.device
@@ -347,8 +358,13 @@ def sam_heads(
     else:
         low = masks
     s = model.image_size
+    ptr = _with_presence(model, model.obj_ptr_proj(token), present)
+    if all_masks:
+        high_all = F.interpolate(masks, size=(s, s), mode="bilinear", align_corners=False)
+        high = high_all[rows, best].unsqueeze(1) if multimask_output else high_all
+        return HeadsOutput(low, high, ious, ptr, obj_logits, masks, high_all)
     high = F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)
-    return HeadsOutput(low, high, ious, _with_presence(model, model.obj_ptr_proj(token), present), obj_logits)
+    return HeadsOutput(low, high, ious, ptr, obj_logits)
 
 
 def mask_as_output(model: SAM2Model, feats: FrameFeatures, mask_inputs: torch.Tensor) -> HeadsOutput:
@@ -372,7 +388,7 @@ def mask_as_output(model: SAM2Model, feats: FrameFeatures, mask_inputs: torch.Te
     else:
         ptr = torch.zeros(m.shape[0], model.hidden_dim, device=m.device)
     obj_logits = out_scale * present.float() + out_bias
-    return HeadsOutput(low, high, ious, ptr, obj_logits)
+    return HeadsOutput(low, high, ious, ptr, obj_logits, low, high)
 
 
 # --- 5. memory encoder -----------------------------------------------------------------------
