@@ -178,3 +178,70 @@ def reference_video_state(predictor, frames: list[np.ndarray]):
         return predictor.init_state("<frames>")
     finally:
         vp.load_video_frames = real
+
+
+# --- the reference trainer (Meta's `training` package, shipped in the sam2 wheel) -----------------
+
+# SAM2Train's settings in Meta's SAM 2.1 fine-tuning config (sam2.1_hiera_b+_MOSE_finetune.yaml)
+REFERENCE_TRAIN_SETTINGS = {
+    "prob_to_use_pt_input_for_train": 0.5,
+    "prob_to_use_box_input_for_train": 0.5,
+    "prob_to_sample_from_gt_for_train": 0.1,
+    "num_frames_to_correct_for_train": 2,
+    "rand_frames_to_correct_for_train": True,
+    "add_all_frames_to_correct_as_cond": True,
+    "num_init_cond_frames_for_train": 2,
+    "rand_init_cond_frames_for_train": True,
+    "num_correction_pt_per_frame": 7,
+}
+
+
+def setup_training() -> None:
+    """Make `training.model.sam2` and `training.loss_fns` importable: tensordict is stubbed (see
+    stubs/), and `training.trainer` (which pulls in tensorboard and the whole trainer) is replaced by
+    the one constant the loss module takes from it."""
+    setup()
+    if "training.trainer" not in sys.modules:
+        import training
+
+        mod = types.ModuleType("training.trainer")
+        mod.CORE_LOSS_KEY = "core_loss"
+        sys.modules["training.trainer"] = mod
+        training.trainer = mod
+
+
+def build_reference_train(variant: str, checkpoint, image_size: int, **settings):
+    """Meta's SAM2Train for a samkit variant (its inference yaml plus the fine-tuning settings above,
+    overridden by ``settings``), weights loaded strictly, in train mode on the CPU."""
+    setup_training()
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    values = {**REFERENCE_TRAIN_SETTINGS, **settings}
+    overrides = ["model._target_=training.model.sam2.SAM2Train", f"++model.image_size={image_size}"]
+    overrides += [f"++model.{k}={v}" for k, v in values.items()]
+    if not GlobalHydra.instance().is_initialized():
+        initialize_config_module("sam2", version_base="1.2")
+    cfg = compose(config_name=REFERENCE_CONFIGS[variant], overrides=overrides)
+    OmegaConf.resolve(cfg)
+    model = instantiate(cfg.model, _recursive_=True)
+    sd = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    model.load_state_dict(sd, strict=True)
+    return model.train()
+
+
+def reference_train_loss():
+    """Meta's loss with the fine-tuning config's weights and options."""
+    setup_training()
+    from training.loss_fns import MultiStepMultiMasksAndIous
+
+    return MultiStepMultiMasksAndIous(
+        weight_dict={"loss_mask": 20, "loss_dice": 1, "loss_iou": 1, "loss_class": 1},
+        supervise_all_iou=True,
+        iou_use_l1_loss=True,
+        pred_obj_scores=True,
+        focal_gamma_obj_score=0.0,
+        focal_alpha_obj_score=-1.0,
+    )

@@ -3,7 +3,7 @@
 Commands: ``segment`` (prompted masks for one image), ``auto`` (everything in an image), ``batch``
 (many images, resumable, local or on Ray), ``track`` (objects through a video), ``serve`` (HTTP API),
 ``bench`` (speed, side by side with the reference), ``models`` (the variants and what is cached),
-``download`` (fetch official weights). Every command takes ``--model``, ``--checkpoint`` and
+``download`` (fetch official weights), ``train`` (fine-tune on your data). Every command takes ``--model``, ``--checkpoint`` and
 ``--device``. Errors print one line to stderr and exit with status 1 (2 for bad arguments).
 """
 
@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from . import auto, batch, bench, download, models, segment, serve, track
+from . import auto, batch, bench, download, models, segment, serve, track, train
 from ._common import CLIError, version
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -29,6 +29,7 @@ COMMANDS = {
     "bench": bench,
     "models": models,
     "download": download,
+    "train": train,
 }
 
 
