@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,7 +52,7 @@ import torch
 import samkit
 from test_loop import data, settings
 from samkit.train import fit
-torch.set_num_threads(torch.get_num_threads())
+torch.set_num_threads({threads})  # the test's: other reductions would round differently
 model = samkit.load_model("test-tiny", checkpoint={ckpt!r}, device="cpu")
 
 def crash(step, record):
@@ -68,7 +69,11 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tiny_checkpoint, tmp_path
     assert full.steps == 10 and full.resumed_from == 0
     # killed at step 7: the last save was after step 6 (save_every=2), mid-epoch (5 steps per epoch)
     script = SCRIPT.format(
-        tests=str(ROOT / "tests" / "train"), ckpt=str(tiny_checkpoint), crash_at=7, out=str(tmp_path / "run")
+        tests=str(ROOT / "tests" / "train"),
+        ckpt=str(tiny_checkpoint),
+        crash_at=7,
+        out=str(tmp_path / "run"),
+        threads=torch.get_num_threads(),
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
@@ -199,3 +204,45 @@ def test_bad_settings_are_clear_errors(tiny_checkpoint, tmp_path):
         fit(tiny(tiny_checkpoint), data(), settings(freeze=everything), out=tmp_path / "y")
     with pytest.raises(ValueError, match="enough items"):
         fit(tiny(tiny_checkpoint), [(Shapes(1), 2)], settings(), out=tmp_path / "z")
+
+
+def test_activation_checkpointing_gives_the_same_gradients(tiny_checkpoint):
+    from samkit.train.batch import collate
+    from samkit.train.forward import train_forward
+    from samkit.train.loop import enable_activation_checkpointing
+    from samkit.train.loss import MultiStepLoss
+
+    batch = collate([Shapes(1, num_frames=3, source_size=128)[0]])
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny(tiny_checkpoint).train()
+        if checkpointing:
+            enable_activation_checkpointing(model)
+        torch.manual_seed(0)
+        results, _ = train_forward(model, batch, PromptSimulation(prob_points=1.0), np.random.default_rng(0))
+        MultiStepLoss()(results, batch.masks)["total"].backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+def test_bf16_autocast_trains(tiny_checkpoint, tmp_path):
+    r = fit(tiny(tiny_checkpoint), data(), settings(steps=2, precision="bf16"), out=tmp_path / "b")
+    assert r.steps == 2 and np.isfinite(r.metrics["loss"])
+    sd = weights(r.checkpoint)
+    assert all(v.dtype == torch.float32 for v in sd.values() if v.is_floating_point())
+
+
+def test_training_only_the_mask_decoder(tiny_checkpoint, tmp_path):
+    parts = ("image_encoder", "prompt_encoder", "memory")
+    model = tiny(tiny_checkpoint)
+    r = fit(model, data(), settings(epochs=1, freeze=parts), out=tmp_path / "d")
+    before, after = weights(tiny_checkpoint), weights(r.checkpoint)
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(k.startswith("sam_mask_decoder.") for k in changed)
+    # fit hands the model back ready for the predictors: eval mode, no dropout, all trainable again
+    assert not model.training and all(p.requires_grad for p in model.parameters())
+    assert all(b.drop_path == 0.0 for b in model.image_encoder.trunk.blocks)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, after[k]), k

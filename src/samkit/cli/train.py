@@ -146,11 +146,19 @@ def run(args: argparse.Namespace) -> int:
         source = args.checkpoint or "the Hugging Face cache"
         print(f"samkit: loading {name} from {source}...", file=sys.stderr, flush=True)
     model = load_model(cfg, checkpoint=args.checkpoint, device=args.device)
-    result = fit(model, list(zip(datasets, sizes)), settings, out=args.out, val=val)
+    try:
+        result = fit(model, list(zip(datasets, sizes)), settings, out=args.out, val=val)
+    except (DataError, FloatingPointError) as e:
+        raise CLIError(str(e)) from None
     if rank == 0:
-        skipped = [m for d in datasets for m in d.skipped]
+        from pathlib import Path
+
+        log = Path(args.out) / "skipped.txt"  # every process's skips, DataLoader workers' included
+        skipped = dict.fromkeys(log.read_text().splitlines()) if log.exists() else {}
+        if skipped:
+            print(f"skipped {len(skipped)} bad sample(s) (listed in {log}):", file=sys.stderr)
         for m in skipped:
-            print(f"skipped: {m}", file=sys.stderr)
+            print(f"  {m}", file=sys.stderr)
         if result.resumed_from >= result.steps:
             print(f"already trained {result.steps} steps: {result.checkpoint}")
             return 0

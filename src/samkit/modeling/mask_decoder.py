@@ -159,7 +159,9 @@ class MaskDecoder(nn.Module):
         iou_pred (B, 4), mask tokens (B, 4, C), object score logits (B, 1). ``min_iou``: prompts
         whose masks (from ``first_mask`` on) all score at most this get -inf masks, not upscaled."""
         prep = prepared or self.prepare(image_embeddings, dense_prompt_embeddings, repeat_image, image_pe)
-        if torch.is_grad_enabled() and prep.src.requires_grad:
+        if torch.is_grad_enabled() and (
+            prep.src.requires_grad or any(p.requires_grad for p in self.parameters())
+        ):
             # training: the plain expression, differentiable and per prompt (each object of a training
             # batch may come from another image); the buffers and tiles below are for inference
             hs, src = self.run_transformer(prep, sparse_prompt_embeddings)

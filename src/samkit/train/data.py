@@ -240,11 +240,18 @@ class TrainDataset(torch.utils.data.Dataset):
         """The generator of item ``index`` in the current epoch."""
         return derive_generator("item", self.seed, self.epoch, int(index))
 
+    # a file every process appends skipped items to (samkit.train.fit sets it to OUT/skipped.txt), so
+    # items skipped in DataLoader workers are listed too
+    skip_log: Path | None = None
+
     def _record_skip(self, message: str) -> None:
         if message not in self._skipped_set:
             self._skipped_set.add(message)
             self.skipped.append(message)
             logger.warning("skipped: %s", message)
+            if self.skip_log is not None:
+                with open(self.skip_log, "a") as f:
+                    f.write(message.replace("\n", " ") + "\n")
 
     def _bad(self, message: str) -> None:
         """A problem found while indexing: raise, or with skip_bad record it (the caller drops the item)."""

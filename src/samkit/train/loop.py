@@ -30,7 +30,8 @@ from .lora import add_lora, merged_state_dict
 from .loss import TERMS, LossWeights, MultiStepLoss
 from .optim import (
     OptimSettings,
-    fill_missing_grads,
+    complete_decoder_grads,
+    cosine_lr,
     freeze,
     make_optimizer,
     set_lr,
@@ -43,6 +44,7 @@ logger = logging.getLogger("samkit.train")
 LAST = "last.pt"
 FINAL = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+SKIPPED = "skipped.txt"
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,20 @@ def distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
-    """Sum every gradient over the processes and divide by their number (what DDP does), in one
-    flat buffer per dtype."""
+def sync_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """What DDP (with unused parameters allowed) does to gradients: a parameter that got a gradient
+    on some process gets the average over all processes (zero where it was unused); one unused
+    everywhere keeps no gradient, so the optimizer leaves it alone. One flat buffer per dtype."""
     if world <= 1:
         return
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+    dist.all_reduce(used)
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for p in params:
+    for p, u in zip(params, used.tolist()):
+        if u == 0:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
         by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
     for grads in by_dtype.values():
         flat = torch.cat([g.reshape(-1) for g in grads])
@@ -147,6 +156,14 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
             n = g.numel()
             g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
+
+
+def _all_true(flag: bool, world: int, device: torch.device) -> bool:
+    if world <= 1:
+        return flag
+    t = torch.tensor([0.0 if flag else 1.0], device=device)
+    dist.all_reduce(t)
+    return t.item() == 0
 
 
 # --- model preparation -------------------------------------------------------------------------
@@ -191,6 +208,45 @@ def prepare_model(model: SAM2Model, s: TrainSettings) -> SAM2Model:
     return model.train()
 
 
+def finish_model(model: SAM2Model) -> SAM2Model:
+    """After training: LoRA updates folded into the weights, dropout and drop path off, eval mode,
+    every parameter trainable again -- the model as :func:`samkit.load_model` would give it, ready for
+    the predictors."""
+    from torch.nn.utils import parametrize
+
+    for mod in list(model.modules()):
+        if parametrize.is_parametrized(mod, "weight"):
+            parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
+    set_regularization(model, 0.0, 0.0)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()
+
+
+def _run_description(s: TrainSettings, pairs, model: SAM2Model, world: int) -> dict[str, str]:
+    """What a resumed run must share with the run that wrote ``last.pt``: the settings (less the run
+    length), the data (kind, size, sampling, augmentation), the model's resolution, the processes."""
+    data = []
+    for d, b in pairs:
+        aug = getattr(d, "augment", None)
+        data.append(
+            [
+                type(d).__name__,
+                len(d),
+                b,
+                getattr(d, "num_frames", 1),
+                getattr(d, "max_objects", None),
+                dataclasses.asdict(aug) if dataclasses.is_dataclass(aug) else None,
+            ]
+        )
+    return {
+        "settings": s.fingerprint(),
+        "data": hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16],
+        "image_size": str(model.image_size),
+        "processes": str(world),
+    }
+
+
 def official_state_dict(model: SAM2Model) -> dict[str, torch.Tensor]:
     """Weights under the official keys (LoRA folded in), on the CPU."""
     return {k: v.detach().cpu().clone() for k, v in merged_state_dict(model).items()}
@@ -206,17 +262,20 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 @torch.no_grad()
-def validate(model: SAM2Model, dataset: TrainDataset, precision: str = "fp32") -> dict[str, float]:
+def validate(
+    model: SAM2Model, dataset: TrainDataset, precision: str = "fp32", rank: int = 0, world: int = 1
+) -> dict[str, float]:
     """Held-out quality in eval mode, without randomness: images get one centre click
     (``val_miou`` = mean IoU over objects); videos their first frame's masks (``val_j`` = mean IoU
-    over the objects and the frames after the first, the J of J&F)."""
+    over the objects and the frames after the first, the J of J&F). In a distributed run every
+    process takes its share of the items and all get the same result."""
     was_training = model.training
     model.eval()
     sim = PromptSimulation.evaluation()
     rng = np.random.default_rng(0)
     ious: list[float] = []
     try:
-        for i in range(len(dataset)):
+        for i in range(rank, len(dataset), world):
             sample = dataset[i]
             batch = _collate_one(sample).to(model.device)
             with _autocast(model.device, precision):
@@ -232,7 +291,10 @@ def validate(model: SAM2Model, dataset: TrainDataset, precision: str = "fp32") -
     finally:
         model.train(was_training)
     key = "val_miou" if dataset.num_frames == 1 else "val_j"
-    return {key: float(np.mean(ious)) if ious else float("nan")}
+    total = torch.tensor([float(sum(ious)), float(len(ious))], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(total)
+    return {key: total[0].item() / total[1].item() if total[1] > 0 else float("nan")}
 
 
 def _collate_one(sample) -> Batch:
@@ -330,6 +392,16 @@ def fit(
         out.mkdir(parents=True, exist_ok=True)
 
     pairs = data if isinstance(data, list) else [(data, s.batch_size)]
+    for d, _ in [*pairs, *([(val, 1)] if val is not None else [])]:
+        size = getattr(getattr(d, "augment", None), "size", model.image_size)
+        if size != model.image_size:
+            raise ValueError(
+                f"{type(d).__name__} makes {size} px samples but the model takes {model.image_size} px: "
+                f"give the dataset AugmentSettings(size={model.image_size}) or the model image_size={size}"
+            )
+    for d, _ in pairs:
+        if getattr(d, "skip_bad", False):
+            d.skip_log = out / SKIPPED
     mixed = MixedDataset(pairs, seed=s.seed, rank=rank, world_size=world)
     steps_per_epoch = len(mixed)
     if steps_per_epoch == 0:
@@ -345,12 +417,15 @@ def fit(
 
     step, start_epoch, skip = 0, 0, 0
     last = out / LAST
+    run = _run_description(s, pairs, model, world)
     if last.exists():
         state = torch.load(last, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") != s.fingerprint():
+        before = state.get("run", {})
+        changed = sorted(k for k in run.keys() | before.keys() if run.get(k) != before.get(k))
+        if changed:
             raise ValueError(
-                f"{last} was written by a run with other settings; use another output folder or "
-                "delete it to start over"
+                f"{last} was written by a run with other settings ({', '.join(changed)} differ); rerun "
+                "with the same ones to resume, or use another output folder (or delete it) to start over"
             )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -360,6 +435,7 @@ def fit(
     resumed_from = step
     if step >= total and (out / FINAL).exists():
         logger.info("%s: already trained %d steps", out, step)
+        finish_model(model)
         return FitResult(step, step // steps_per_epoch, {}, out / FINAL, resumed_from=step)
     metrics_log = _Metrics(out, is_main)
     metrics_log.truncate_after(step)
@@ -389,7 +465,7 @@ def fit(
                     "epoch": epoch,
                     "batch_in_epoch": batch_in_epoch,
                     "rng": rng_states,
-                    "fingerprint": s.fingerprint(),
+                    "run": run,
                     "settings": dataclasses.asdict(s),
                 },
                 last,
@@ -419,14 +495,22 @@ def fit(
                 with _autocast(device, precision):
                     results, _ = train_forward(model, batch, s.prompts, rng)
                     losses = loss_fn(results, batch.masks)
-                if not torch.isfinite(losses["total"]):
+                # every process stops together on a non-finite loss (none waits in an all-reduce)
+                if not _all_true(bool(torch.isfinite(losses["total"])), world, device):
                     raise FloatingPointError(
-                        f"the loss is {losses['total'].item()} at step {step + 1} ({batch.names})"
+                        f"the loss is not finite at step {step + 1} (batch {batch.names} on process {rank}: "
+                        f"{float(losses['total'])}); try a lower --lr"
                     )
-                losses["total"].backward()
-                fill_missing_grads(model)
-                average_gradients(trainable, world)
-                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, s.optim.clip_grad_norm)
+                if losses["total"].requires_grad:
+                    losses["total"].backward()
+                # (else every frame of the clip was a mask prompt, a clip as short as its conditioning
+                # frames: nothing was predicted and no parameter gets a gradient)
+                complete_decoder_grads(model)
+                sync_gradients(trainable, world)
+                with_grad = [p for p in trainable if p.grad is not None]
+                grad_norm = (
+                    torch.nn.utils.clip_grad_norm_(with_grad, s.optim.clip_grad_norm) if with_grad else 0.0
+                )
                 opt.step()
                 step += 1
                 now = time.perf_counter()
@@ -436,7 +520,7 @@ def fit(
                     "loss": float(losses["total"].detach()),
                     **{k: float(losses[k].detach()) for k in TERMS},
                     "grad_norm": float(grad_norm),
-                    "lr": opt.param_groups[0]["lr"],
+                    "lr": cosine_lr(s.optim.lr, (step - 1) / total, s.optim.final_lr_fraction),
                     "step_s": now - t_last,
                 }
                 t_last = now
@@ -457,8 +541,8 @@ def fit(
                     break
             else:
                 # a whole epoch done
-                if val is not None and is_main:
-                    v = validate(model, val, precision)
+                if val is not None:
+                    v = validate(model, val, precision, rank, world)
                     v.update(step=step, epoch=epoch)
                     validation.append(v)
                     metrics_log.write(v)
@@ -471,8 +555,8 @@ def fit(
         if bar is not None:
             bar.close()
         metrics_log.close()
-    if val is not None and is_main and (not validation or validation[-1]["step"] != step):
-        v = validate(model, val, precision)
+    if val is not None and (not validation or validation[-1]["step"] != step):
+        v = validate(model, val, precision, rank, world)
         v.update(step=step, epoch=epoch)
         validation.append(v)
         metrics_log.write(v)
@@ -481,6 +565,7 @@ def fit(
         _atomic_save({"model": official_state_dict(model)}, final)
     if world > 1:
         dist.barrier()
+    finish_model(model)
     return FitResult(
         steps=step,
         epochs_done=step // steps_per_epoch,

@@ -85,13 +85,17 @@ def param_groups(model: SAM2Model, s: OptimSettings) -> list[dict]:
     return list(groups.values())
 
 
-def fill_missing_grads(model: torch.nn.Module) -> None:
-    """Give every trainable parameter without a gradient a zero one, so the optimizer treats all of
-    them alike at every step (AdamW decays and updates a parameter with a zero gradient, and skips
-    one with none): the same treatment as in the reference, whose forward touches every parameter."""
-    for p in model.parameters():
-        if p.requires_grad and p.grad is None:
-            p.grad = torch.zeros_like(p)
+def complete_decoder_grads(model: SAM2Model) -> None:
+    """Zero gradients for the mask decoder's parameters that samkit's decoder skips but the
+    reference computes: the first mask token's hypernetwork when several masks are asked for (its
+    mask is dropped) and the key biases of attention to the image (a shift of every key that softmax
+    ignores). Their gradient is exactly zero; giving it (rather than none) makes the optimizer decay
+    and update them as it does in the reference. Only when the decoder took part in the step."""
+    params = [p for p in model.sam_mask_decoder.parameters() if p.requires_grad]
+    if any(p.grad is not None for p in params):
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
 
 
 def cosine_lr(base: float, progress: float, final_fraction: float) -> float:
