@@ -108,6 +108,13 @@ def main() -> None:
     ap.add_argument(
         "--steps", type=int, default=100000, help="upper bound on steps (the budget usually ends it)"
     )
+    ap.add_argument(
+        "--corrections",
+        type=int,
+        default=7,
+        help="correction clicks per corrected frame (Meta's 7; fewer makes a step cheaper)",
+    )
+    ap.add_argument("--no-augment", action="store_true", help="train without augmentation (learns faster)")
     ap.add_argument("--out", default="benchmarks/results/train_shapes")
     args = ap.parse_args()
     out = Path(args.out)
@@ -119,9 +126,11 @@ def main() -> None:
     cfg = dataclasses.replace(get_config(variant), image_size=args.size)
     model = samkit.load_model(cfg, checkpoint=ckpt, device="cpu")
     s = args.size
-    train_images = Shapes(400, source_size=s, data_seed=1)
-    train_videos = Shapes(100, num_frames=4, source_size=s, data_seed=2)
     from samkit.train import AugmentSettings
+
+    train_aug = AugmentSettings.none(s) if args.no_augment else AugmentSettings(size=s)
+    train_images = Shapes(400, source_size=s, data_seed=1, augment=train_aug)
+    train_videos = Shapes(100, num_frames=4, source_size=s, data_seed=2, augment=train_aug)
 
     val_images = Shapes(40, source_size=s, data_seed=101, augment=AugmentSettings.none(s))
     val_videos = Shapes(10, num_frames=6, source_size=s, data_seed=102, augment=AugmentSettings.none(s))
@@ -143,6 +152,7 @@ def main() -> None:
     settings = TrainSettings(
         steps=args.steps,
         optim=OptimSettings(lr=args.lr, encoder_lr=args.lr),
+        prompts=PromptSimulation(num_correction_points=args.corrections),
         precision="fp32",
         save_every=10**9,
         progress=False,
@@ -167,6 +177,8 @@ def main() -> None:
         "weights": "reference init + seeded noise (oracle.checkpoint), no pretraining",
         "resolution": s,
         "lr": args.lr,
+        "correction_clicks": args.corrections,
+        "augment": not args.no_augment,
         "train_set": "400 images (1-3 shapes) + 100 clips of 4 frames, generated; batches of 4 images or 1 clip",
         "held_out": "40 images (1-click at the object's centre; box without noise), 10 clips of 6 frames (mask on frame 0)",
         "steps": records[-1]["step"] if records else 0,
