@@ -6,8 +6,9 @@ step, in float32 and under bfloat16 autocast, with each contender's peak memory.
                                      [--kind image|video|both] [--frames 8] [--device cpu]
 
 Timings alternate between the contenders run by run and report medians. Peak memory: on CUDA
-`max_memory_allocated`; on the CPU the growth of the process's peak RSS over a step, measured in a
-fresh subprocess per contender (`--memory`, slower).
+`max_memory_allocated`; on the CPU the peak RSS of a fresh process that builds one contender and
+takes one step (`--memory`, slower; the reference's process also builds a samkit model to name its
+parameter groups).
 """
 
 from __future__ import annotations
@@ -130,9 +131,8 @@ if {args.device!r}.startswith("cuda"):
     c.step(batch, 0, {bf16})
     print(torch.cuda.max_memory_allocated() / 2**20)
 else:
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     c.step(batch, 0, {bf16})
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # the process's peak, model included
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
