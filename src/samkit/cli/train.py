@@ -82,6 +82,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoints import load_model
     from ..configs import get_config
+
+    try:
+        import kornia  # noqa: F401
+    except ImportError:
+        raise CLIError(
+            "samkit train needs kornia (and pycocotools for COCO): pip install 'samkit[train]'"
+        ) from None
     from ..train import (
         AugmentSettings,
         DataError,
@@ -150,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         result = fit(model, list(zip(datasets, sizes)), settings, out=args.out, val=val)
     except (DataError, FloatingPointError) as e:
         raise CLIError(str(e)) from None
+    except ImportError as e:  # pycocotools, imported when the first COCO mask is decoded
+        raise CLIError(f"{e}: pip install 'samkit[train]'") from None
     if rank == 0:
         from pathlib import Path
 
