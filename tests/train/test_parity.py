@@ -34,8 +34,9 @@ def _checkpoint():
     return oracle.checkpoint(VARIANT)
 
 
-def reference():
-    ref = oracle.build_reference_train(VARIANT, _checkpoint(), SIZE)
+def reference(checkpoint=None):
+    """The reference trainer with its dropout off (random by design: see the module docstring)."""
+    ref = oracle.build_reference_train(VARIANT, checkpoint or _checkpoint(), SIZE)
     for m in ref.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
@@ -119,6 +120,21 @@ def assert_same_grads(ref, mine):
     assert compared > 100  # the comparison covered the model, not a handful of tensors
 
 
+def check_seeds(ref, mine, batch, sim, seeds, steps_on_frame0=None):
+    """For each seed: the same predictions, losses and gradients on both sides."""
+    for seed in seeds:
+        ref.zero_grad(set_to_none=True)
+        mine.zero_grad(set_to_none=True)
+        ref_outs, ref_loss, results, loss, plan = run_both(ref, mine, batch, sim, seed)
+        if steps_on_frame0 is not None:
+            assert len(results[0].multimasks) == steps_on_frame0
+        assert_same_predictions(ref_outs, results)
+        assert_same_losses(ref_loss, loss)
+        ref_loss["core_loss"].backward()
+        loss["total"].backward()
+        assert_same_grads(ref, mine)
+
+
 def _plan(seed, sim, num_frames, num_objects):
     gt = {t: torch.ones(num_objects, 1, 4, 4, dtype=torch.bool) for t in range(num_frames)}
     torch.manual_seed(0)
@@ -137,16 +153,7 @@ def test_image_batch_matches_reference():
     seeds = [
         _seed_where(lambda p, n=n: 0 in p.points and p.points[0][1].shape[1] == n, sim, 1) for n in (1, 2)
     ]
-    for seed in seeds:
-        ref.zero_grad(set_to_none=True)
-        mine.zero_grad(set_to_none=True)
-        ref_outs, ref_loss, results, loss, plan = run_both(ref, mine, batch, sim, seed)
-        assert len(results[0].multimasks) == 1 + sim.num_correction_points
-        assert_same_predictions(ref_outs, results)
-        assert_same_losses(ref_loss, loss)
-        ref_loss["core_loss"].backward()
-        loss["total"].backward()
-        assert_same_grads(ref, mine)
+    check_seeds(ref, mine, batch, sim, seeds, steps_on_frame0=1 + sim.num_correction_points)
 
 
 def test_video_batch_matches_reference():
@@ -159,15 +166,7 @@ def test_video_batch_matches_reference():
     click_seed = _seed_where(
         lambda p: p.use_points and len(p.frames_to_correct) > len(p.init_cond_frames), sim, 8
     )
-    for seed in (mask_seed, click_seed):
-        ref.zero_grad(set_to_none=True)
-        mine.zero_grad(set_to_none=True)
-        ref_outs, ref_loss, results, loss, plan = run_both(ref, mine, batch, sim, seed)
-        assert_same_predictions(ref_outs, results)
-        assert_same_losses(ref_loss, loss)
-        ref_loss["core_loss"].backward()
-        loss["total"].backward()
-        assert_same_grads(ref, mine)
+    check_seeds(ref, mine, batch, sim, (mask_seed, click_seed))
 
 
 def test_three_optimizer_steps_give_the_same_weights():
@@ -268,12 +267,7 @@ def test_a_trained_checkpoint_loads_into_the_reference(tmp_path):
     start = torch.load(_checkpoint(), weights_only=True)["model"]
     assert trained.keys() == start.keys()
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
-    ref = oracle.build_reference_train(VARIANT, result.checkpoint, SIZE)  # strict=True inside
-    for m in ref.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-        if hasattr(m, "dropout_p"):
-            m.dropout_p = 0.0
+    ref = reference(result.checkpoint)  # strict=True inside
     cfg = dataclasses.replace(get_config(VARIANT), image_size=SIZE)
     mine = samkit.load_model(cfg, checkpoint=result.checkpoint, device="cpu").train()
     batch = collate([moving_boxes(4, 2, 7)])

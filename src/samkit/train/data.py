@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,28 @@ def _choose(ids: Sequence[int], k: int, generator: torch.Generator) -> list[int]
         return list(ids)
     picked = sorted(torch.randperm(len(ids), generator=generator)[:k].tolist())
     return [ids[j] for j in picked]
+
+
+def _sample_window(
+    positions: Sequence[int],
+    t: int,
+    reverse_prob: float,
+    generator: torch.Generator,
+    visible_in: Callable[[int], list[int]],
+    failure: str,
+) -> tuple[list[int], list[int]]:
+    """Meta's RandomUniformSampler: ``t`` consecutive entries of ``positions`` at a random start
+    (reversed with ``reverse_prob``), retried until an object is visible in the window's first entry
+    (``visible_in``). Returns the window and those objects; after MAX_WINDOW_TRIES, DataError(failure)."""
+    for _ in range(MAX_WINDOW_TRIES):
+        start = _randint(generator, len(positions) - t + 1)
+        order = list(positions[start : start + t])
+        if reverse_prob > 0 and float(torch.rand((), generator=generator)) < reverse_prob:
+            order.reverse()
+        visible = visible_in(order[0])
+        if visible:
+            return order, visible
+    raise DataError(failure)
 
 
 def _natural_key(path: Path) -> tuple:
@@ -692,23 +714,22 @@ class DavisVideos(TrainDataset):
     def load(self, index: int, generator: torch.Generator) -> RawSample:
         video = self.videos[index]
         t = self.num_frames
-        n_windows = len(video.frames) - t + 1
         first_labels: dict[int, np.ndarray] = {}
-        for _ in range(MAX_WINDOW_TRIES):
-            start = _randint(generator, n_windows)
-            order = list(range(start, start + t))
-            if self.reverse_prob > 0 and float(torch.rand((), generator=generator)) < self.reverse_prob:
-                order.reverse()
-            if order[0] not in first_labels:
-                first_labels[order[0]] = _read_label_png(video.masks[order[0]])
-            visible = _label_ids(first_labels[order[0]])
-            if visible:
-                break
-        else:
-            raise DataError(
-                f"video {video.name}: no object visible in the first frame of {MAX_WINDOW_TRIES} random "
-                f"windows of {t} frames ({self.ann_dir / video.name})"
-            )
+
+        def visible_in(k: int) -> list[int]:
+            if k not in first_labels:
+                first_labels[k] = _read_label_png(video.masks[k])
+            return _label_ids(first_labels[k])
+
+        order, visible = _sample_window(
+            list(range(len(video.frames))),
+            t,
+            self.reverse_prob,
+            generator,
+            visible_in,
+            f"video {video.name}: no object visible in the first frame of {MAX_WINDOW_TRIES} random "
+            f"windows of {t} frames ({self.ann_dir / video.name})",
+        )
         chosen = _choose(visible, self.max_objects, generator)
         frames, masks = [], []
         size = None
@@ -852,21 +873,19 @@ class SavVideos(TrainDataset):
                     )
                 return [self._rle(s, f"{js}: masklet[{entry}][{j}]") for j, s in enumerate(row)]
 
-            n_windows = len(valid) - t + 1
-            for _ in range(MAX_WINDOW_TRIES):
-                start = _randint(generator, n_windows)
-                order = valid[start : start + t]
-                if self.reverse_prob > 0 and float(torch.rand((), generator=generator)) < self.reverse_prob:
-                    order = order[::-1]
-                areas = mask_utils.area(rles(order[0]))
-                visible = [j for j in range(n_objects) if areas[j] > 0]
-                if visible:
-                    break
-            else:
-                raise DataError(
-                    f"video {mp4}: no object visible in the first frame of {MAX_WINDOW_TRIES} random windows "
-                    f"of {t} annotated frames"
-                )
+            def visible_in(entry: int) -> list[int]:
+                areas = mask_utils.area(rles(entry))
+                return [j for j in range(n_objects) if areas[j] > 0]
+
+            order, visible = _sample_window(
+                valid,
+                t,
+                self.reverse_prob,
+                generator,
+                visible_in,
+                f"video {mp4}: no object visible in the first frame of {MAX_WINDOW_TRIES} random windows "
+                f"of {t} annotated frames",
+            )
             chosen = _choose(visible, self.max_objects, generator)
             frames, masks = [], []
             for entry in order:

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from ..modeling import SAM2Model
 from ..policy import cpu_features
-from .batch import Batch
+from .batch import collate
 from .data import MixedDataset, TrainDataset
 from .forward import train_forward
 from .lora import add_lora, merged_state_dict
@@ -277,7 +277,7 @@ def validate(
     try:
         for i in range(rank, len(dataset), world):
             sample = dataset[i]
-            batch = _collate_one(sample).to(model.device)
+            batch = collate([sample]).to(model.device)
             with _autocast(model.device, precision):
                 results, _ = train_forward(model, batch, sim, rng)
             first = 0 if batch.num_frames == 1 else 1
@@ -295,12 +295,6 @@ def validate(
     if world > 1:
         dist.all_reduce(total)
     return {key: total[0].item() / total[1].item() if total[1] > 0 else float("nan")}
-
-
-def _collate_one(sample) -> Batch:
-    from .batch import collate
-
-    return collate([sample])
 
 
 def _autocast(device: torch.device, precision: str):
