@@ -3,7 +3,8 @@
 Commands: ``segment`` (prompted masks for one image), ``auto`` (everything in an image), ``batch``
 (many images, resumable, local or on Ray), ``track`` (objects through a video), ``serve`` (HTTP API),
 ``bench`` (speed, side by side with the reference), ``models`` (the variants and what is cached),
-``download`` (fetch official weights), ``train`` (fine-tune on your data). Every command takes ``--model``, ``--checkpoint`` and
+``download`` (fetch official weights), ``train`` (fine-tune on your data), ``eval`` (measure on your
+data: video J&F, simulated clicks, automatic-mask recall). Every command takes ``--model``, ``--checkpoint`` and
 ``--device``. Errors print one line to stderr and exit with status 1 (2 for bad arguments).
 """
 
@@ -14,7 +15,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from . import auto, batch, bench, download, models, segment, serve, track, train
+from . import auto, batch, bench, download, eval, models, segment, serve, track, train
 from ._common import CLIError, version
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -30,6 +31,7 @@ COMMANDS = {
     "models": models,
     "download": download,
     "train": train,
+    "eval": eval,
 }
 
 
