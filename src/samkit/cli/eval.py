@@ -154,7 +154,10 @@ def run(args: argparse.Namespace) -> int:
     if args.kind is None:
         raise CLIError("say what to evaluate: samkit eval vos|clicks|auto (see samkit eval --help)")
     _check_counts(args)
-    return {"vos": _vos, "clicks": _clicks, "auto": _auto}[args.kind](args)
+    try:
+        return {"vos": _vos, "clicks": _clicks, "auto": _auto}[args.kind](args)
+    except ImportError as e:  # pycocotools: recall, and COCO annotations
+        raise CLIError(f"{e}: pip install 'samkit[eval]'") from None
 
 
 def _vos(args: argparse.Namespace) -> int:

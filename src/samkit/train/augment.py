@@ -33,10 +33,15 @@ import torch.nn.functional as F
 
 from .batch import IMAGENET_MEAN, IMAGENET_STD
 
-try:
-    import kornia
-except ImportError as e:  # pragma: no cover - kornia is in the train extra
-    raise ImportError("samkit.train needs kornia: pip install 'samkit[train]'") from e
+
+def _kornia():
+    """kornia, imported when an augmentation first needs it (reading data for evaluation does not)."""
+    try:
+        import kornia
+    except ImportError as e:  # pragma: no cover - kornia is in the train extra
+        raise ImportError("samkit.train's augmentations need kornia: pip install 'samkit[train]'") from e
+    return kornia
+
 
 __all__ = ["AugmentSettings", "augment"]
 
@@ -146,7 +151,7 @@ def _affine_matrix(
     ``shear`` (degrees) about the centre of the original (H, W) image, conjugated by the resize."""
     h, w = orig_hw
     center = torch.tensor([[(w - 1) / 2.0, (h - 1) / 2.0]], dtype=torch.float64)
-    m = kornia.geometry.transform.get_affine_matrix2d(
+    m = _kornia().geometry.transform.get_affine_matrix2d(
         translations=torch.zeros(1, 2, dtype=torch.float64),
         center=center,
         scale=torch.ones(1, 2, dtype=torch.float64),
@@ -165,7 +170,7 @@ def _affine_matrix(
 
 def _warp_masks(masks: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     size = masks.shape[-1]
-    warped = kornia.geometry.transform.warp_affine(
+    warped = _kornia().geometry.transform.warp_affine(
         masks.float(), matrix, (size, size), mode="nearest", padding_mode="zeros", align_corners=True
     )
     return warped > 0.5
@@ -196,7 +201,7 @@ def _random_affine(
         # outside the image: the ImageNet mean, blended in at the border as a "fill" padding does
         # (warping image - fill with zero padding and adding fill back is that blend, and cheaper)
         fill = torch.tensor(IMAGENET_MEAN, dtype=images.dtype).view(1, 3, 1, 1)
-        warped_images = kornia.geometry.transform.warp_affine(
+        warped_images = _kornia().geometry.transform.warp_affine(
             images - fill, matrix, (size, size), mode="bilinear", padding_mode="zeros", align_corners=True
         )
         return warped_images.add_(fill).clamp_(0.0, 1.0), warped_masks
@@ -219,7 +224,7 @@ def _draw_jitter(
 def _apply_jitter(images: torch.Tensor, params: list[tuple[int, float]] | None) -> torch.Tensor:
     if params is None:
         return images
-    enhance = kornia.enhance
+    enhance = _kornia().enhance
     for op, factor in params:
         if op == 0:
             images = enhance.adjust_brightness_accumulative(images, factor)
@@ -281,7 +286,7 @@ def augment(
     for i in range(t):
         x = _apply_jitter(images[i : i + 1], clip_jitter)
         if gray:
-            x = kornia.color.rgb_to_grayscale(x).expand(-1, 3, -1, -1)
+            x = _kornia().color.rgb_to_grayscale(x).expand(-1, 3, -1, -1)
         x = _apply_jitter(x, frame_jitter[i])
         torch.sub(x, mean, out=out[i : i + 1]).div_(std)
     return out, masks.contiguous()
