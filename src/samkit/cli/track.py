@@ -1,10 +1,12 @@
-"""``samkit track``: objects tracked through a video, written to a folder."""
+"""``samkit track``: objects tracked through a video, written to a folder; or, with ``--dataset``,
+every video of a DAVIS / SA-V dataset from its first masks (:mod:`samkit.video.dataset`)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ._common import CLIError, add_model_args, load
+from ._common import CLIError, add_model_args, load, model_name, precision_of
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -13,10 +15,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="track prompted objects through a video",
         description="Track objects through a video (file or folder of frames) from clicks/boxes on any frames; "
         "writes per-object PNG masks per frame, annotations.json (COCO RLE, SA-V masklet layout) "
-        "and overlay.mp4.",
-        epilog="example: samkit track clip.mp4 --prompt 0:1:210,350 --prompt 0:2:box=300,0,500,400 --out result/",
+        "and overlay.mp4. With --dataset, track every video of a DAVIS or SA-V dataset from each "
+        "object's first annotated mask (like Meta's tools/vos_inference.py) and write the masks as the "
+        "benchmark's PNGs; resumable.",
+        epilog="examples: samkit track clip.mp4 --prompt 0:1:210,350 --prompt 0:2:box=300,0,500,400 --out result/\n"
+        "          samkit track --dataset davis:JPEGImages/480p:Annotations/480p --out results/davis\n"
+        "          samkit track --dataset sav:sav_val --out results/sav_val --engine ray --address auto",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    tr.add_argument("video", help="video file (mp4, mov, ...) or folder of frames (00000.jpg, ...)")
+    tr.add_argument(
+        "video",
+        nargs="?",
+        default=None,
+        help="video file (mp4, mov, ...) or folder of frames (00000.jpg, ...)",
+    )
     tr.add_argument(
         "--prompt",
         action="append",
@@ -36,8 +48,92 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="keep every frame's memory like the reference (unbounded memory on long videos)",
     )
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    ds = tr.add_argument_group("datasets (--dataset)")
+    ds.add_argument(
+        "--dataset",
+        default=None,
+        metavar="SPEC",
+        help="davis:FRAMES_ROOT:ANNOTATIONS_ROOT, sav:ROOT or sav:FRAMES_ROOT:ANNOTATIONS_ROOT: track every "
+        "video, each object from its first annotated mask; writes OUT/<video>/<frame>.png",
+    )
+    ds.add_argument(
+        "--per-object-png",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write OUT/<video>/<obj:03d>/<frame>.png (0/1, SA-V) instead of one palette PNG per frame "
+        "(DAVIS) (default: the input's layout)",
+    )
+    ds.add_argument("--score-thresh", type=float, default=None, help="masks are logits > this (default 0.0)")
+    ds.add_argument(
+        "--videos",
+        default=None,
+        metavar="A,B|@FILE",
+        help="only these videos (comma-separated, or @FILE: one a line)",
+    )
+    ds.add_argument(
+        "--engine", choices=["local", "ray"], default="local", help="where to run (default local)"
+    )
+    ds.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default: a local Ray")
+    ds.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per Ray model actor (default 1)")
+    ds.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per Ray model actor (default 0)")
+    ds.add_argument("--concurrency", type=int, default=1, help="Ray model actors (default 1)")
     add_model_args(tr)
     return tr
+
+
+def _video_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise CLIError(f"--videos: list file not found: {path}")
+        names = [line.strip() for line in path.read_text().splitlines()]
+    else:
+        names = [n.strip() for n in text.split(",")]
+    names = [n for n in names if n]
+    if not names:
+        raise CLIError("--videos names no video")
+    return names
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    from ..batch import RayOptions
+    from ..video.dataset import ModelSource, parse_dataset_spec, track_dataset
+
+    if args.prompt:
+        raise CLIError(
+            "--prompt cannot be used with --dataset: each object is prompted with its first annotated mask"
+        )
+    for flag, given in (("--no-png", args.no_png), ("--no-overlay", args.no_overlay)):
+        if given:
+            raise CLIError(f"{flag} does not apply to --dataset (it writes PNG masks only)")
+    if args.concurrency < 1:
+        raise CLIError("--concurrency must be >= 1")
+    dataset = parse_dataset_spec(args.dataset)  # a bad spec or folder fails before the model loads
+    source = ModelSource(
+        model=model_name(args), checkpoint=args.checkpoint, device=args.device, precision=precision_of(args)
+    )
+    summary = track_dataset(
+        dataset,
+        args.out,
+        source,
+        videos=_video_list(args.videos),
+        per_object_png=args.per_object_png,
+        score_thresh=0.0 if args.score_thresh is None else args.score_thresh,
+        engine=args.engine,
+        ray=RayOptions(
+            address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus, concurrency=args.concurrency
+        ),
+        offload_state_to_cpu=args.offload_state,
+        keep_all_outputs=args.keep_all_outputs,
+        progress=not args.quiet,
+    )
+    print(
+        f"tracked {summary.done} video(s), {summary.skipped} already done, of {summary.videos}: "
+        f"{summary.objects} objects, {summary.frames} frames in {summary.seconds:.1f} s; masks in {args.out}"
+    )
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +141,21 @@ def run(args: argparse.Namespace) -> int:
     from ..video.io import open_video
     from ..video.output import TrackingInterrupted, parse_frame_prompts, track_to_folder
 
+    if args.video is not None and args.dataset is not None:
+        raise CLIError("give either a video or --dataset SPEC, not both")
+    if args.dataset is not None:
+        return _run_dataset(args)
+    if args.video is None:
+        raise CLIError("give a video (file or folder of frames) or --dataset SPEC")
+    only = {
+        "--per-object-png": args.per_object_png is not None,
+        "--score-thresh": args.score_thresh is not None,
+        "--videos": args.videos is not None,
+        "--engine ray": args.engine != "local",
+    }
+    for flag, given in only.items():
+        if given:
+            raise CLIError(f"{flag} applies only with --dataset")
     if not args.prompt:
         raise CLIError("give at least one --prompt FRAME:OBJ:X,Y or FRAME:OBJ:box=X0,Y0,X1,Y1")
     prompts = parse_frame_prompts(args.prompt)

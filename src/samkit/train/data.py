@@ -25,7 +25,6 @@ import inspect
 import json
 import logging
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._annotations import frame_key as _frame_key
+from .._annotations import label_ids as _label_ids
+from .._annotations import natural_key as _natural_key
+from .._annotations import read_label_png
 from .augment import AugmentSettings, augment
 from .batch import Batch, Sample, collate
 
@@ -116,18 +119,6 @@ def _sample_window(
     raise DataError(failure)
 
 
-def _natural_key(path: Path) -> tuple:
-    stem = path.stem
-    if stem.isdigit():
-        return (0, int(stem), "")
-    return (1, 0, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", stem)])
-
-
-def _frame_key(stem: str) -> int | str:
-    """Frames and their masks are matched by number when the names are numbers (00012 == 0012)."""
-    return int(stem) if stem.isdigit() else stem
-
-
 def _read_image(path: Path) -> np.ndarray:
     """HxWx3 uint8 RGB, or a :class:`DataError` naming the file."""
     from ..transforms import load_image
@@ -141,47 +132,9 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _read_label_png(path: Path) -> np.ndarray:
-    """A mask PNG as an (H, W) int32 array of labels: palette index, gray value (8 or 16 bit), or
-    1 / 0 for a 1-bit PNG. An RGB PNG is accepted when it is gray (equal channels)."""
-    from PIL import Image
-
-    if not path.is_file():
-        raise DataError(f"mask not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("P", "L", "1", "I", "I;16", "I;16L", "I;16B"):
-                arr = np.asarray(im)
-            elif mode in ("LA", "PA"):
-                arr = np.asarray(im)[..., 0]
-            elif mode in ("RGB", "RGBA"):
-                rgb = np.asarray(im)[..., :3]
-                if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
-                    raise DataError(
-                        f"mask {path} is a colour (RGB) image; save instance masks as a palette ('P') or "
-                        "grayscale PNG (0 = background, each other value one object)"
-                    )
-                arr = rgb[..., 0]
-            else:
-                arr = np.asarray(im.convert("L"))
-    except DataError:
-        raise
-    except Exception as e:  # PIL raises many types for a broken file
-        raise DataError(f"cannot read mask {path}: {type(e).__name__}: {e}") from None
-    return arr.astype(np.int32)
-
-
-def _label_ids(labels: np.ndarray) -> list[int]:
-    """The non-zero values present in a label array, ascending."""
-    flat = labels.ravel()
-    if flat.size == 0:
-        return []
-    if flat.min() < 0 or flat.max() > 65535:
-        values = np.unique(flat)
-    else:
-        values = np.flatnonzero(np.bincount(flat))
-    return [int(v) for v in values if v != 0]
+    """A mask PNG as an (H, W) int32 array of labels (see :func:`samkit._annotations.read_label_png`);
+    problems are a :class:`DataError` naming the file."""
+    return read_label_png(path, DataError)
 
 
 def _check_size(mask_hw: tuple[int, int], image_hw: tuple[int, int], mask_name: Any, image_name: Any) -> None:
