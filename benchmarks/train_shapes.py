@@ -40,23 +40,10 @@ def iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
 
 
 def boundary_f(pred: np.ndarray, gt: np.ndarray) -> float:
-    """DAVIS boundary F: precision/recall of boundary pixels matched within 0.008 x the diagonal."""
-    from scipy import ndimage
+    """DAVIS boundary F, as Meta's SA-V evaluator computes it (samkit.eval)."""
+    from samkit.eval import boundary_f as davis_f
 
-    def boundary(m):
-        return m & ~ndimage.binary_erosion(m, border_value=0)
-
-    bp, bg = boundary(pred), boundary(gt)
-    if not bp.any() and not bg.any():
-        return 1.0
-    if not bp.any() or not bg.any():
-        return 0.0
-    tol = max(1, round(0.008 * np.hypot(*gt.shape)))
-    dg = ndimage.distance_transform_edt(~bg)
-    dp = ndimage.distance_transform_edt(~bp)
-    precision = (dg[bp] <= tol).mean()
-    recall = (dp[bg] <= tol).mean()
-    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return davis_f(pred, gt)
 
 
 @torch.no_grad()
