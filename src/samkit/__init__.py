@@ -3,6 +3,7 @@
 from .build_sam import build_sam2, build_sam2_hf, build_sam2_video_predictor, build_sam2_video_predictor_hf
 from .checkpoints import CheckpointError, DownloadError, build_model, download_checkpoint, load_model
 from .configs import VARIANTS, HieraConfig, ModelConfig, get_config, variant_names
+from .heads.model import PromptFreeHead
 from .modeling import SAM2Model
 from .predictors import AutomaticMaskGenerator, ImagePredictor, VideoPredictor, VideoState
 from .runtime import tune_allocator
@@ -25,6 +26,7 @@ __all__ = [
     "VideoPredictor",
     "VideoState",
     "ModelConfig",
+    "PromptFreeHead",
     "SAM2AutomaticMaskGenerator",
     "SAM2ImagePredictor",
     "SAM2VideoPredictor",

@@ -23,17 +23,23 @@ def ray_local():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["prompts", "auto"])
+@pytest.mark.parametrize("mode", ["prompts", "auto", "head"])
 def test_ray_engine_writes_what_the_local_engine_writes(
     ray_local, tmp_path, photos, prompt_file, tiny_model, tiny_checkpoint, mode
 ):
     root, keys = photos
+    head = None
+    if mode == "head":  # a prompt-free head (untrained: the files must match, not be good)
+        from samkit.heads import PromptFreeHead
+
+        head = str(PromptFreeHead.from_model(tiny_model, ["a", "b"]).save(tmp_path / "head.pt"))
     s = BatchSettings(
         model="test-tiny",
         checkpoint=str(tiny_checkpoint),
         device="cpu",
         mode=mode,
         auto=AUTO if mode == "auto" else {},
+        head=head,
     )
     pf = prompt_file if mode == "prompts" else None
     local, remote = tmp_path / "local", tmp_path / "ray"

@@ -107,8 +107,9 @@ def run_batch(
         raise ValueError(
             "prompted mode needs a prompt file (--prompts FILE), or use automatic masks (--auto)"
         )
-    if settings.mode == "auto" and prompts is not None:
-        raise ValueError("give either a prompt file or automatic masks, not both")
+    if settings.mode != "prompts" and prompts is not None:
+        what = "automatic masks" if settings.mode == "auto" else "a prompt-free head"
+        raise ValueError(f"give either a prompt file or {what}, not both")
     refs = find_images(sources, extensions)
     # an output folder inside the input folder must not feed its own PNGs back in on a rerun
     out_dir = os.path.realpath(out)

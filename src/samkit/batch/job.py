@@ -20,7 +20,7 @@ from .. import transforms as T
 from ..visualize import mask_stats
 from .prompts import Prompt
 
-MODES = ("prompts", "auto")
+MODES = ("prompts", "auto", "head")
 # AutomaticMaskGenerator arguments a job may set (the CLI exposes them as --points-per-side etc.)
 AUTO_ARGS = (
     "points_per_side",
@@ -50,6 +50,8 @@ class BatchSettings:
     model/checkpoint/device/precision: as for :func:`samkit.load_model`.
     mode: ``"prompts"`` (masks for the prompt file's points/boxes) or ``"auto"`` (automatic masks).
     auto: AutomaticMaskGenerator arguments for ``mode="auto"`` (see :data:`AUTO_ARGS`).
+    head: the prompt-free head file for ``mode="head"`` (``samkit train-head``); instances: split
+    its masks into connected components.
     batch_size: images encoded together (0: the model's choice, 1 on the CPU).
     png: also write each mask as PNG; overlay: also write the image with its masks drawn.
     """
@@ -63,10 +65,14 @@ class BatchSettings:
     batch_size: int = 0
     png: bool = False
     overlay: bool = False
+    head: str | None = None
+    instances: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if (self.mode == "head") != (self.head is not None):
+            raise ValueError("a head file goes with mode='head' (and mode='head' needs one)")
         unknown = set(self.auto) - set(AUTO_ARGS)
         if unknown:
             raise ValueError(f"unknown automatic-mask argument(s): {', '.join(sorted(unknown))}")
@@ -85,6 +91,11 @@ class BatchSettings:
             "precision": self.precision,
             "mode": self.mode,
             "auto": dict(sorted(self.auto.items())) if self.mode == "auto" else None,
+            **(
+                {"head": _file_identity(self.head), "instances": self.instances}
+                if self.mode == "head"
+                else {}
+            ),
         }
 
     def to_dict(self) -> dict:
@@ -120,6 +131,13 @@ def error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
+def _file_identity(path: str) -> dict:
+    from ..eval.report import file_sha256
+
+    p = Path(path)
+    return {"name": p.name, "sha256": file_sha256(p) if p.is_file() else None}
+
+
 def _score(x: float) -> float:
     return round(float(x), SCORE_DIGITS)
 
@@ -148,6 +166,12 @@ class Segmenter:
         self.batch_size = settings.batch_size or model.encoder_batch
         self.predictor = ImagePredictor(model)
         self.generator = None
+        self.head = None
+        if settings.mode == "head":
+            from ..heads import PromptFreeHead
+
+            self.head = PromptFreeHead.load(settings.head, device=model.device)
+            self.head.check_model(model)
         if settings.mode == "auto":
             self.generator = AutomaticMaskGenerator(
                 model, output_mode="coco_rle", fast=settings.precision == "bf16", **settings.auto
@@ -176,6 +200,8 @@ class Segmenter:
         t0 = time.perf_counter()
         batch = T.preprocess_images([im for _, im, _ in items], self.model.cfg.image_size, self.model.device)
         embed, high_res = self.model.encode_images(batch)
+        if self.head is not None:
+            return self._head(items, embed, high_res, t0)
         share = (time.perf_counter() - t0) / len(items)
         results = []
         for i, (key, image, prompts) in enumerate(items):
@@ -184,6 +210,24 @@ class Segmenter:
             r.seconds += share
             results.append(r)
         return results
+
+    def _head(self, items, embed: torch.Tensor, high_res: list[torch.Tensor], t0: float) -> list[ImageResult]:
+        from ..heads.model import head_annotations
+
+        try:
+            outs = self.head.predict_features(embed, high_res, [im.shape[:2] for _, im, _ in items])
+        except (ValueError, RuntimeError) as e:
+            return [ImageResult(key, error=error_text(e)) for key, _, _ in items]
+        share = (time.perf_counter() - t0) / len(items)
+        classes = self.head.classes
+        return [
+            ImageResult(
+                key,
+                doc=self._doc(key, image, head_annotations(masks, scores, classes, self.settings.instances)),
+                seconds=share,
+            )
+            for (key, image, _), (masks, scores) in zip(items, outs)
+        ]
 
     def _one(self, fn, key: str, image: np.ndarray, *args) -> ImageResult:
         t = time.perf_counter()

@@ -199,12 +199,21 @@ class OutputDir:
         order; returns counts."""
         keys = sorted(self.done_keys() if keys is None else keys)
         docs = [(key, json.loads(result_path(self.root, key).read_text(encoding="utf-8"))) for key in keys]
+        # a prompt-free head's classes: its annotations name them (category_id = position + 1)
+        named = {
+            a["category_id"]: a["category"] for _, d in docs for a in d["annotations"] if "category" in a
+        }
+        categories = [named.get(i, f"class {i}") for i in range(1, max(named) + 1)] if named else None
         doc = coco.dataset(
             (
-                ({"file_name": key, "width": d["width"], "height": d["height"]}, d["annotations"])
+                (
+                    {"file_name": key, "width": d["width"], "height": d["height"]},
+                    [{k: v for k, v in a.items() if k != "category"} for a in d["annotations"]],
+                )
                 for key, d in docs
             ),
             "samkit batch results",
+            categories,
         )
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)

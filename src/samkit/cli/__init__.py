@@ -4,7 +4,8 @@ Commands: ``segment`` (prompted masks for one image), ``auto`` (everything in an
 (many images, resumable, local or on Ray), ``track`` (objects through a video), ``serve`` (HTTP API),
 ``bench`` (speed, side by side with the reference), ``models`` (the variants and what is cached),
 ``download`` (fetch official weights), ``train`` (fine-tune on your data), ``eval`` (measure on your
-data: video J&F, simulated clicks, automatic-mask recall). Every command takes ``--model``, ``--checkpoint`` and
+data: video J&F, simulated clicks, automatic-mask recall), ``train-head`` (a prompt-free head for a
+few classes). Every command takes ``--model``, ``--checkpoint`` and
 ``--device``. Errors print one line to stderr and exit with status 1 (2 for bad arguments).
 """
 
@@ -15,7 +16,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from . import auto, batch, bench, download, eval, models, segment, serve, track, train
+from . import auto, batch, bench, download, eval, models, segment, serve, track, train, train_head
 from ._common import CLIError, version
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -32,6 +33,7 @@ COMMANDS = {
     "download": download,
     "train": train,
     "eval": eval,
+    "train-head": train_head,
 }
 
 

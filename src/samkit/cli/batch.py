@@ -42,6 +42,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help='JSON lines: {"image": "rel/path.jpg", "points": [[x, y]], "labels": [1], "box": [x0, y0, x1, y1]}',
     )
     mode.add_argument("--auto", action="store_true", help="automatic masks for everything in each image")
+    mode.add_argument(
+        "--head", default=None, help="a prompt-free head (samkit train-head): its classes, no prompt"
+    )
+    ba.add_argument("--instances", action="store_true", help="--head: one object per connected component")
     ba.add_argument("--coco", default=None, help="also write one COCO dataset file of all results")
     ba.add_argument("--png", action="store_true", help="also write each mask as a PNG (OUT/masks/)")
     ba.add_argument("--overlay", action="store_true", help="also write overlays (OUT/overlays/)")
@@ -81,12 +85,25 @@ def run(args: argparse.Namespace) -> int:
     if args.processes is not None and args.processes < 1:
         raise CLIError("--processes must be >= 1")
     auto = generator_kwargs(args) if args.auto else {}
+    if args.instances and not args.head:
+        raise CLIError("--instances goes with --head")
+    if args.head:
+        from ..heads import HeadError, PromptFreeHead
+
+        try:
+            head = PromptFreeHead.load(args.head)
+        except HeadError as e:
+            raise CLIError(str(e)) from None
+        if args.model is None:
+            args.model = head.variant
     settings = BatchSettings(
         model=model_name(args),
         checkpoint=args.checkpoint,
         device=args.device,
         precision=precision_of(args),
-        mode="auto" if args.auto else "prompts",
+        mode="auto" if args.auto else "head" if args.head else "prompts",
+        head=args.head,
+        instances=args.instances,
         auto=auto,
         batch_size=args.batch_size,
         png=args.png,
@@ -98,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
 
         # load here, so a bad --model/--checkpoint fails with one line before any work starts
         model = load(args)
+        if args.head:
+            try:
+                head.check_model(model)
+            except HeadError as e:
+                raise CLIError(str(e)) from None
         if args.auto:
             from ..predictors import AutomaticMaskGenerator
 

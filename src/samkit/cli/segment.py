@@ -13,8 +13,9 @@ from ._common import CLIError, add_model_args, box_arg, load, point_arg
 def add_parser(sub) -> argparse.ArgumentParser:
     seg = sub.add_parser(
         "segment",
-        help="segment one image from point/box prompts",
-        description="Predict a mask for one image from point and box prompts and write it as PNG.",
+        help="segment one image from point/box prompts (or with a prompt-free --head)",
+        description="Predict a mask for one image from point and box prompts and write it as PNG; "
+        "with --head (samkit train-head), the head's classes with no prompt.",
         epilog="example: samkit segment photo.jpg --point 500,375 --point 300,200:0 --box 10,10,400,400 "
         "--out mask.png --overlay overlay.png",
     )
@@ -38,6 +39,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
     seg.add_argument(
         "--json", action="store_true", help="print scores, areas and boxes (COCO x,y,w,h) as JSON"
     )
+    seg.add_argument(
+        "--head", default=None, help="a prompt-free head (samkit train-head): its classes' masks, no prompt"
+    )
+    seg.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="with --head: only this class (repeatable; default all)",
+    )
+    seg.add_argument(
+        "--instances", action="store_true", help="with --head: one object per connected component"
+    )
+    seg.add_argument(
+        "--coco", default=None, help="with --head: write COCO annotations (class = category) here"
+    )
     seg.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (default 0)")
     seg.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
     seg.add_argument(
@@ -54,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     from ..transforms import load_image
     from ..visualize import mask_stats, mask_to_png, overlay_masks
 
+    if args.head:
+        return _run_head(args)
+    for flag, value in (("--class", args.classes), ("--instances", args.instances), ("--coco", args.coco)):
+        if value:
+            raise CLIError(f"{flag} goes with --head")
     if not args.point and args.box is None:
         raise CLIError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
     if not (args.out or args.overlay or args.json):
@@ -126,3 +149,110 @@ def run(args: argparse.Namespace) -> int:
             + (f"; wrote {', '.join(written)}" if written else "")
         )
     return 0
+
+
+def _run_head(args: argparse.Namespace) -> int:
+    """``segment --head``: the head's classes in one image, no prompt."""
+    import sys
+
+    import numpy as np
+
+    from .. import coco
+    from .._files import atomic_write
+    from ..eval.report import file_sha256
+    from ..heads import HeadError, PromptFreeHead
+    from ..heads.model import head_annotations
+    from ..predictors import ImagePredictor
+    from ..transforms import load_image
+    from ..visualize import mask_to_png, overlay_masks
+
+    if args.point or args.box is not None or args.multimask:
+        raise CLIError("--head segments with no prompt: leave out --point, --box and --multimask")
+    if not (args.out or args.overlay or args.json or args.coco):
+        raise CLIError("nothing to write: pass --out, --overlay, --coco and/or --json")
+    try:
+        head = PromptFreeHead.load(args.head)
+        wanted = (
+            [head.class_index(c) for c in args.classes] if args.classes else list(range(len(head.classes)))
+        )
+        image = load_image(args.image)
+        if args.model is None:
+            args.model = head.variant
+        elif _variant_name(args.model) != head.variant:
+            raise HeadError(
+                f"{args.head} was trained on {head.variant}, not {args.model}: use --model {head.variant}"
+            )
+        model = load(args)
+        head.check_model(model)
+    except HeadError as e:
+        raise CLIError(str(e)) from None
+    if args.checkpoint and head.checkpoint_sha256 and file_sha256(args.checkpoint) != head.checkpoint_sha256:
+        print(
+            f"samkit: note: {args.head} was trained with another checkpoint than {args.checkpoint}",
+            file=sys.stderr,
+        )
+    head = head.to(next(model.parameters()).device)
+    predictor = ImagePredictor(model)
+    predictor.set_image(image)
+    masks, scores = head.predict(predictor)
+    masks, scores = masks[wanted], scores[wanted]
+    names = [head.classes[k] for k in wanted]
+    h, w = image.shape[:2]
+    written = []
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if len(wanted) == 1:
+            img = mask_to_png(masks[0])
+        else:  # a class map: 0 background, i + 1 for the i-th class written
+            from PIL import Image
+
+            labels = np.zeros((h, w), np.uint8)
+            for i, m in enumerate(masks):
+                labels[m] = i + 1
+            img = Image.fromarray(labels)
+        atomic_write(out, lambda tmp: img.save(tmp, format="PNG"))
+        written.append(str(out))
+    if args.overlay:
+        ov = Path(args.overlay)
+        ov.parent.mkdir(parents=True, exist_ok=True)
+        overlay_masks(image, list(masks)).save(ov)
+        written.append(str(ov))
+    anns = head_annotations(masks, scores, names, instances=args.instances)
+    if args.coco:
+        doc = coco.single_image(
+            anns, Path(args.image).name, w, h, f"samkit head {Path(args.head).name} ({model.cfg.name})", names
+        )
+        for a in doc["annotations"]:
+            a.pop("category", None)
+        path = Path(args.coco)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc)))
+        written.append(str(path))
+    if args.json:
+        result = {
+            "image": str(args.image),
+            "width": w,
+            "height": h,
+            "model": model.cfg.name,
+            "head": str(args.head),
+            "classes": [
+                {"class": n, "score": float(s), "area": int(m.sum())} for n, s, m in zip(names, scores, masks)
+            ],
+            "objects": [{k: a[k] for k in ("category", "score", "area", "bbox")} for a in anns],
+            "files": written,
+        }
+        print(json.dumps(result, indent=2))
+    else:
+        found = ", ".join(f"{n} {int(m.sum())} px" for n, m in zip(names, masks))
+        print(f"{found}; {len(anns)} object(s)" + (f"; wrote {', '.join(written)}" if written else ""))
+    return 0
+
+
+def _variant_name(name: str) -> str:
+    from ..checkpoints import resolve_name
+
+    try:
+        return resolve_name(name)
+    except (KeyError, ValueError):
+        return name

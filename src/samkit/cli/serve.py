@@ -36,6 +36,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     sv.add_argument("--max-upload-mb", type=float, default=None, help="largest upload (default 32 MB)")
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this web origin (repeatable)")
+    sv.add_argument(
+        "--head", default=None, help="a prompt-free head (samkit train-head): the page gets an 'Auto' button"
+    )
     add_model_args(sv)
     sv.set_defaults(model=None)
     return sv
@@ -60,6 +63,7 @@ def settings_from_args(args: argparse.Namespace):
         "max_queue": args.max_queue,
         "max_upload_bytes": None if args.max_upload_mb is None else int(args.max_upload_mb * 2**20),
         "cors_origins": tuple(args.cors_origin) or None,
+        "head": args.head,
     }
     if args.fast:
         # the fast path; a server's clicks pay for compiling the mask upsampling once (at start-up)
@@ -79,6 +83,19 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--port must be 1-65535, got {args.port}")
     settings = settings_from_args(args)
     # load the model before binding, so a bad --model/--checkpoint fails with one line
+    if settings.head and args.model is None:
+        from ..heads import HeadError, PromptFreeHead
+
+        try:
+            settings = settings.model_copy(update={"model": PromptFreeHead.load(settings.head).variant})
+        except HeadError as e:
+            raise CLIError(str(e)) from None
     model = settings.load_model()
-    uvicorn.run(create_app(settings, model=model), host=args.host, port=args.port, log_level="info")
+    try:
+        head = settings.load_head(model)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    uvicorn.run(
+        create_app(settings, model=model, head=head), host=args.host, port=args.port, log_level="info"
+    )
     return 0

@@ -37,10 +37,11 @@ def _require_key(request: Request) -> None:
         )
 
 
-def create_app(config: Settings | None = None, model=None) -> FastAPI:
+def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI:
     """Build the app from ``config`` (default: :class:`Settings` from the ``SAMKIT_*`` environment
     variables). Its lifespan loads the model the settings describe (model, checkpoint, device,
-    precision, compile); ``model`` (a loaded SAM2Model) skips that (tests, notebooks)."""
+    precision, compile) and the prompt-free head of ``config.head``; ``model`` (a loaded SAM2Model)
+    and ``head`` (a loaded PromptFreeHead) skip that (tests, notebooks)."""
     config = config if config is not None else Settings()
 
     @asynccontextmanager
@@ -51,6 +52,7 @@ def create_app(config: Settings | None = None, model=None) -> FastAPI:
             # compile the clicks' mask upsampling now, not during a user's first click
             warm_up_compiled()
         app.state.engine = Engine(m, config)
+        app.state.engine.head = head if head is not None else config.load_head(m)
         app.state.sessions = Sessions(config.video_idle_seconds)
         try:
             yield

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     cors_origins: tuple[str, ...] = ()
     # video sessions close after this long without a request
     video_idle_seconds: float = Field(600.0, gt=0)
+    # a prompt-free head (samkit train-head) for POST /v1/segment {"head": true} and the page's button
+    head: str | None = None
 
     @field_validator("model")
     @classmethod
@@ -62,7 +64,7 @@ class Settings(BaseSettings):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {v!r}")
         return v
 
-    @field_validator("api_key", "checkpoint", "device", "cache_dir", mode="before")
+    @field_validator("api_key", "checkpoint", "device", "cache_dir", "head", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         if isinstance(v, os.PathLike):
@@ -81,6 +83,18 @@ class Settings(BaseSettings):
             precision=self.precision,
             compile=self.compile,
         )
+
+    def load_head(self, model=None):
+        """The prompt-free head of ``head`` (None without one), checked against ``model``."""
+        if self.head is None:
+            return None
+        from ..heads import PromptFreeHead
+
+        head = PromptFreeHead.load(self.head)
+        if model is not None:
+            head.check_model(model)
+            head = head.to(model.device)
+        return head
 
 
 # the former name (a frozen dataclass until the settings moved to pydantic-settings)

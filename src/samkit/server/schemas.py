@@ -33,6 +33,8 @@ class SegmentRequest(BaseModel):
     multimask: bool = True
     mask_from: str | None = Field(None, description="a previous mask_id to refine")
     output: Literal["rle", "png"] = "rle"
+    head: bool = Field(False, description="the server's prompt-free head: its classes, no prompt")
+    classes: list[str] | None = Field(None, description="with head: only these classes (default all)")
 
 
 class MaskOut(BaseModel):
@@ -42,6 +44,7 @@ class MaskOut(BaseModel):
     bbox: list[int] = Field(description="COCO [x, y, width, height]")
     rle: RLE
     png: str | None = Field(None, description="base64 PNG, with output='png'")
+    label: str | None = Field(None, description="the class, for a prompt-free head's masks")
 
 
 class SegmentResponse(BaseModel):
@@ -74,6 +77,7 @@ class Health(BaseModel):
     masks_cached: int
     queue: int
     video_sessions: int
+    head: dict | None = Field(None, description="the prompt-free head: kind and classes (null without one)")
 
 
 # --- video sessions ---------------------------------------------------------------------------

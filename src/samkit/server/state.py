@@ -44,6 +44,7 @@ class Engine:
 
     def __init__(self, model: SAM2Model, config: ServerConfig) -> None:
         self.model, self.config = model, config
+        self.head = None  # a PromptFreeHead, set by the app's lifespan when the settings name one
         self.model_lock = threading.Lock()  # model calls never run two at once on one device
         self.embeddings = LRU(config.cache_entries, config.cache_bytes)
         self.masks = LRU(config.mask_cache_entries)

@@ -161,3 +161,66 @@ def write_davis(dataset: Shapes, root: str | Path) -> tuple[Path, Path]:
             png.putpalette(palette)
             png.save(ann / f"v{i:03d}" / f"{t:05d}.png")
     return jpeg, ann
+
+
+def write_coco_shapes(
+    n: int,
+    root: str | Path,
+    classes: tuple[str, ...] = ("disc", "rect"),
+    size: int = 128,
+    max_objects: int = 4,
+    seed: int = 0,
+) -> tuple[Path, Path]:
+    """``n`` images of textured shapes with a COCO instances file whose categories are the shape
+    kinds in ``classes`` (``disc``, ``rect``, ``triangle``); shapes of other kinds are drawn as
+    distractors and not annotated. Returns (annotations json, image folder)."""
+    import json
+
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    for c in classes:
+        if c not in SHAPES:
+            raise ValueError(f"unknown shape {c!r}: one of {', '.join(SHAPES)}")
+    root = Path(root)
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    doc: dict = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)],
+    }
+    for i in range(n):
+        g = derive_generator("coco-shapes", seed, i)
+        img = _texture(g, size, size)
+        k = 1 + int(torch.randint(max_objects, (), generator=g))
+        drawn = []
+        for _ in range(k):
+            kind = SHAPES[int(torch.randint(len(SHAPES), (), generator=g))]
+            r = size * (0.08 + 0.1 * float(torch.rand((), generator=g)))
+            cx, cy = (float(v) * (size - 2 * r) + r for v in torch.rand(2, generator=g))
+            m = _shape_mask(kind, cx, cy, r, size, size)
+            img = torch.where(m, _texture(g, size, size), img)
+            drawn = [(kd, mm & ~m) for kd, mm in drawn] + [(kind, m)]
+        name = f"{i:05d}.jpg"
+        rgb = (img * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        Image.fromarray(rgb).save(images_dir / name, quality=95)
+        doc["images"].append({"id": i + 1, "file_name": name, "height": size, "width": size})
+        for kind, m in drawn:
+            if kind not in classes or not m.any():
+                continue
+            rle = mask_utils.encode(np.asfortranarray(m.numpy().astype(np.uint8)))
+            doc["annotations"].append(
+                {
+                    "id": len(doc["annotations"]) + 1,
+                    "image_id": i + 1,
+                    "category_id": classes.index(kind) + 1,
+                    "segmentation": {"size": [size, size], "counts": rle["counts"].decode()},
+                    "area": int(m.sum()),
+                    "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                    "iscrowd": 0,
+                }
+            )
+    ann = root / "annotations.json"
+    ann.write_text(json.dumps(doc))
+    return ann, images_dir

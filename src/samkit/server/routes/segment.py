@@ -35,6 +35,10 @@ def _embedding_for(request: Request, image_id: str | None, image_b64: str | None
 def segment(request: Request, body: SegmentRequest) -> SegmentResponse:
     """Masks for clicks and/or a box, best first; each mask is kept for ``mask_from`` refinement."""
     engine = request.app.state.engine
+    if body.head:
+        return _head(request, body)
+    if body.classes is not None:
+        raise ApiError(422, "invalid_request", "classes go with head: true")
     if not body.points and body.box is None and body.mask_from is None:
         raise ApiError(422, "invalid_request", "give points, a box or mask_from")
     prompt = None
@@ -73,6 +77,48 @@ def segment(request: Request, body: SegmentRequest) -> SegmentResponse:
         out.append(
             MaskOut(mask_id=mask_id, score=float(scores[i]), rle=rle.encode(m), png=png, **mask_stats(m))
         )
+    return SegmentResponse(image_id=image_id, width=w, height=h, masks=out)
+
+
+def _png(mask: np.ndarray) -> str:
+    buf = io.BytesIO()
+    mask_to_png(mask).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _head(request: Request, body: SegmentRequest) -> SegmentResponse:
+    """The server's prompt-free head on one image: a mask per class (label = the class), no prompt."""
+    from ...heads import HeadError
+
+    engine = request.app.state.engine
+    head = engine.head
+    if head is None:
+        raise ApiError(
+            409, "no_head", "this server has no prompt-free head (start it with samkit serve --head FILE)"
+        )
+    if body.points or body.box is not None or body.mask_from is not None:
+        raise ApiError(422, "invalid_request", "head: true takes no points, box or mask_from")
+    try:
+        wanted = (
+            [head.class_index(c) for c in body.classes] if body.classes else list(range(len(head.classes)))
+        )
+    except HeadError as e:
+        raise ApiError(422, "unknown_class", str(e)) from None
+    image_id, emb = _embedding_for(request, body.image_id, body.image)
+    h, w = emb.orig_hw
+    with engine.model_lock:
+        masks, scores = head.predict(engine.predictor(image_id, emb))
+    out = [
+        MaskOut(
+            mask_id=uuid.uuid4().hex,
+            score=float(scores[k]),
+            rle=rle.encode(masks[k]),
+            png=_png(masks[k]) if body.output == "png" else None,
+            label=head.classes[k],
+            **mask_stats(masks[k]),
+        )
+        for k in wanted
+    ]
     return SegmentResponse(image_id=image_id, width=w, height=h, masks=out)
 
 
