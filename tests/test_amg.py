@@ -338,3 +338,15 @@ def test_unknown_keyword_raises_with_a_suggestion(tiny_model):
     )
     with pytest.raises(TypeError, match="did you mean 'points_per_side'"):
         samkit.SAM2AutomaticMaskGenerator(tiny_model, point_per_side=8)
+
+
+def test_progress_bar_counts_encodings_and_point_batches(tiny_model, capsys):
+    from samkit import AutomaticMaskGenerator
+
+    img = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    gen = AutomaticMaskGenerator(tiny_model, points_per_side=4, points_per_batch=6, progress=True)
+    quiet = AutomaticMaskGenerator(tiny_model, points_per_side=4, points_per_batch=6)
+    assert len(gen.generate(img)) == len(quiet.generate(img))
+    err = capsys.readouterr().err
+    # 1 encoding + ceil(16 points / 6) = 3 batches, and nothing from the generator without progress
+    assert "automatic masks" in err and "4/4" in err and err.count("automatic masks: 100%") == 1

@@ -81,6 +81,8 @@ def test_segment_multimask_writes_three_ranked_files(capsys, tmp_path, photo, ti
         "--multimask",
         "--out",
         tmp_path / "m.png",
+        "--overlay",
+        tmp_path / "o.png",
         "--json",
         "--model",
         "test-tiny",
@@ -94,6 +96,18 @@ def test_segment_multimask_writes_three_ranked_files(capsys, tmp_path, photo, ti
     assert scores == sorted(scores, reverse=True)
     for r in range(3):
         assert (tmp_path / f"m_{r}.png").exists()
+    # one overlay per candidate, each showing only its own mask
+    photo_px = np.array(Image.open(photo).convert("RGB")).astype(int)
+    for r in range(3):
+        mask = np.array(Image.open(tmp_path / f"m_{r}.png")) > 0
+        tinted = (
+            np.abs(np.array(Image.open(tmp_path / f"o_{r}.png").convert("RGB")).astype(int) - photo_px).sum(
+                -1
+            )
+            > 0
+        )
+        assert tinted[mask].mean() > 0.9 and tinted[~mask].mean() < 0.1
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_segment_same_mask_as_python_api(capsys, tmp_path, photo, tiny_checkpoint, tiny_model):
@@ -317,6 +331,63 @@ def test_track_failure_halfway_keeps_written_frames(capsys, tmp_path, clip, tiny
     assert (
         ann["complete"] is False and ann["stopped_at_frame"] == 7 and ann["frame_indices"] == list(range(7))
     )
+    import av
+
+    with av.open(str(out / "overlay.mp4")) as c:  # the overlay of the frames done
+        assert len(list(c.decode(video=0))) == 7
+
+
+@pytest.mark.parametrize(
+    "flags, frames",
+    [
+        (["--max-frames", "2"], [3, 4, 5, 6, 7]),
+        (["--max-frames", "2", "--reverse-only"], [3, 4, 5]),
+        (["--start-frame", "8", "--max-frames", "1"], [7, 8, 9]),
+        (["--reverse-only"], [0, 1, 2, 3, 4, 5]),
+    ],
+)
+def test_track_part_of_a_video(capsys, tmp_path, clip, tiny_checkpoint, flags, frames):
+    out = tmp_path / "part"
+    code, stdout, err = run(
+        capsys,
+        "track",
+        clip,
+        "--prompt",
+        "5:1:15,30",
+        "--out",
+        out,
+        "--quiet",
+        "--no-overlay",
+        "--model",
+        "test-tiny",
+        "--checkpoint",
+        tiny_checkpoint,
+        *flags,
+    )
+    assert code == 0, err
+    ann = json.loads((out / "annotations.json").read_text())
+    assert ann["frame_indices"] == frames and ann["complete"] is True
+    assert sorted(int(p.stem) for p in (out / "masks" / "1").iterdir()) == frames
+    assert f"through {len(frames)} of 12 frames" in stdout
+
+
+def test_track_frame_range_errors(capsys, tmp_path, clip, tiny_checkpoint):
+    base = [
+        "--out",
+        str(tmp_path / "o"),
+        "--model",
+        "test-tiny",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--quiet",
+    ]
+    for flags, fragment in [
+        (["--max-frames", "0"], "--max-frames must be >= 1"),
+        (["--start-frame", "-1"], "--start-frame must be >= 0"),
+        (["--start-frame", "40"], "start frame 40 out of range"),
+    ]:
+        code, _, err = run(capsys, "track", clip, "--prompt", "0:1:5,5", *flags, *base)
+        assert code == 1 and fragment in err, (flags, err)
 
 
 @pytest.mark.slow

@@ -93,7 +93,9 @@ def test_unfiltered_outputs_equal(variant, photo, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["sam2-hiera-tiny", "sam2.1-hiera-tiny"])
+# one family: the filters, NMS and crops are the same code for both, whose model outputs the
+# unfiltered test above compares for sam2 and sam2.1 alike (40 s of the suite's 15-minute budget)
+@pytest.mark.parametrize("variant", ["sam2.1-hiera-tiny"])
 def test_filtered_with_crops_same_set(variant, photo):
     kw = dict(
         points_per_side=8,

@@ -94,7 +94,7 @@ def test_video_flow_in_chromium(live_server, tmp_path):
         page.fill("#frame", "6")
         page.dispatch_event("#frame", "input")
         page.wait_for_function("document.getElementById('frame-label').textContent === 'frame 6'")
-        page.wait_for_timeout(300)
+        page.wait_for_function("Number(document.getElementById('overlay').dataset.maskPixels) > 0")
         page.screenshot(path=str(tmp_path / "v2-frame6.png"))
         assert int(page.locator("#overlay").get_attribute("data-mask-pixels")) > 0
         browser.close()

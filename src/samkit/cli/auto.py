@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ._common import CLIError, add_generator_args, add_model_args, generator_kwargs, load
@@ -22,6 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     au.add_argument("--overlay", default=None, help="PNG with every mask drawn")
     add_generator_args(au)
     au.add_argument("--json", action="store_true", help="print a summary as JSON")
+    au.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(au)
     return au
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         **generator_kwargs(args),
         output_mode="coco_rle",
         fast=args.fast,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
     t = time.perf_counter()
     anns = gen.generate(image)

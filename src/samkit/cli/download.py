@@ -20,8 +20,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import download_checkpoint
+    import sys
 
-    path = download_checkpoint(args.name or args.model or DEFAULT_MODEL, force=args.force)
+    from ..checkpoints import cached_checkpoint, download_checkpoint
+
+    name = args.name or args.model or DEFAULT_MODEL
+    if sys.stderr.isatty() and (args.force or cached_checkpoint(name) is None):
+        # huggingface_hub draws the progress bar; say first what is coming
+        print(f"samkit: downloading {name} from the Hugging Face Hub...", file=sys.stderr, flush=True)
+    path = download_checkpoint(name, force=args.force)
     print(path)
     return 0

@@ -34,7 +34,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     seg.add_argument(
         "--out", default=None, help="mask PNG to write (with --multimask: NAME_0.png, NAME_1.png, ...)"
     )
-    seg.add_argument("--overlay", default=None, help="PNG of the image with the mask(s) and prompts drawn")
+    seg.add_argument(
+        "--overlay",
+        default=None,
+        help="PNG of the image with the mask and prompts drawn (with --multimask: NAME_0.png, NAME_1.png, ...)",
+    )
     seg.add_argument("--multimask", action="store_true", help="write all three candidate masks")
     seg.add_argument(
         "--json", action="store_true", help="print scores, areas and boxes (COCO x,y,w,h) as JSON"
@@ -122,14 +126,18 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay:
         ov = Path(args.overlay)
         ov.parent.mkdir(parents=True, exist_ok=True)
-        overlay_masks(
-            image,
-            [masks[i] for i in keep],
-            points=prompt.point_coords,
-            labels=prompt.point_labels,
-            boxes=[prompt.box] if prompt.box else None,
-        ).save(ov)
-        written.append(str(ov))
+        # one picture per candidate (NAME_0.png best, ...): three masks drawn over each other hide
+        # each other
+        for rank, i in enumerate(keep):
+            path = ov.with_name(f"{ov.stem}_{rank}{ov.suffix or '.png'}") if args.multimask else ov
+            overlay_masks(
+                image,
+                [masks[i]],
+                points=prompt.point_coords,
+                labels=prompt.point_labels,
+                boxes=[prompt.box] if prompt.box else None,
+            ).save(path)
+            written.append(str(path))
     if args.json:
         result = {
             "image": str(args.image),

@@ -47,6 +47,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="keep every frame's memory like the reference (unbounded memory on long videos)",
     )
+    tr.add_argument(
+        "--start-frame",
+        type=int,
+        default=None,
+        help="propagate from this frame (default: the first prompted frame); earlier frames are tracked "
+        "backwards from it",
+    )
+    tr.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        help="track at most N frames from the start, in each direction",
+    )
+    tr.add_argument("--reverse-only", action="store_true", help="only track backwards from the start frame")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     ds = tr.add_argument_group("datasets (--dataset)")
     ds.add_argument(
@@ -108,6 +122,13 @@ def _run_dataset(args: argparse.Namespace) -> int:
     for flag, given in (("--no-png", args.no_png), ("--no-overlay", args.no_overlay)):
         if given:
             raise CLIError(f"{flag} does not apply to --dataset (it writes PNG masks only)")
+    for flag, given in (
+        ("--start-frame", args.start_frame is not None),
+        ("--max-frames", args.max_frames is not None),
+        ("--reverse-only", args.reverse_only),
+    ):
+        if given:
+            raise CLIError(f"{flag} does not apply to --dataset (every frame of each video is tracked)")
     if args.concurrency < 1:
         raise CLIError("--concurrency must be >= 1")
     dataset = parse_dataset_spec(args.dataset)  # a bad spec or folder fails before the model loads
@@ -158,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{flag} applies only with --dataset")
     if not args.prompt:
         raise CLIError("give at least one --prompt FRAME:OBJ:X,Y or FRAME:OBJ:box=X0,Y0,X1,Y1")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CLIError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.start_frame is not None and args.start_frame < 0:
+        raise CLIError(f"--start-frame must be >= 0, got {args.start_frame}")
     prompts = parse_frame_prompts(args.prompt)
     video = open_video(args.video)  # fail on unreadable input before loading the model
     model = load(args)
@@ -172,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
             write_overlay=not args.no_overlay,
             offload_state_to_cpu=args.offload_state,
             progress=not args.quiet,
+            start_frame=args.start_frame,
+            max_frames=args.max_frames,
+            reverse_only=args.reverse_only,
         )
     except TrackingInterrupted as e:
         raise CLIError(str(e)) from None

@@ -80,7 +80,8 @@ class AutomaticMaskGenerator(ModelBacked):
     stability_score_thresh, stability_score_offset, mask_threshold, box_nms_thresh, crop_n_layers,
     crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor, min_mask_region_area,
     output_mode ('binary_mask', 'uncompressed_rle', 'coco_rle'), use_m2m, multimask_output;
-    plus ``fast`` (bf16 decoder and approximate filters, see the module docstring).
+    plus ``fast`` (bf16 decoder and approximate filters, see the module docstring) and ``progress`` (a
+    progress bar per crop encoding and batch of points).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class AutomaticMaskGenerator(ModelBacked):
         use_m2m: bool = False,
         multimask_output: bool = True,
         fast: bool = False,
+        progress: bool = False,
         **kwargs,
     ) -> None:
         if kwargs:  # a misspelt argument (pred_iou_tresh=...) must not be dropped silently
@@ -169,6 +171,8 @@ class AutomaticMaskGenerator(ModelBacked):
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
         self.fast = fast
+        self.progress = bool(progress)
+        self._bar = None
         # the fast mode decodes the grid with the bf16-image-side decoder copy where bf16 is fast
         self._decoder = model.fast_mask_decoder(many_prompts=True) if fast else None
         self.timings: dict[str, float] = {}
@@ -209,8 +213,19 @@ class AutomaticMaskGenerator(ModelBacked):
                 raise ValueError(f"image ({w}x{h}) is too small for crop_n_layers={self.crop_n_layers}")
         self.timings = {"encode": 0.0, "decode": 0.0, "filter": 0.0, "nms": 0.0, "encode_masks": 0.0}
         results = []  # per crop: list of records
-        for box, layer in zip(crop_boxes, layers):
-            results.append(self._process_crop(image, box, layer, (h, w)))
+        if self.progress:  # one step per crop encoding and per batch of points
+            from tqdm.auto import tqdm
+
+            ppb = self.points_per_batch
+            steps = sum(1 + -(-len(self.point_grids[layer]) // ppb) for layer in layers)
+            self._bar = tqdm(total=steps, desc="automatic masks", unit="step", dynamic_ncols=True)
+        try:
+            for box, layer in zip(crop_boxes, layers):
+                results.append(self._process_crop(image, box, layer, (h, w)))
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
         records = [r for crop in results for r in crop]
         if len(crop_boxes) > 1 and records:
             t = time.perf_counter()
@@ -258,6 +273,8 @@ class AutomaticMaskGenerator(ModelBacked):
         t = time.perf_counter()
         self.predictor.set_image(crop)
         self.timings["encode"] += time.perf_counter() - t
+        if self._bar is not None:
+            self._bar.update()
 
         points_for_image = self.point_grids[layer] * np.array([cw, ch])[None, :]
         cands = _Candidates()
@@ -268,6 +285,8 @@ class AutomaticMaskGenerator(ModelBacked):
                 device=self.predictor.device,
             )
             self._process_batch(pts, (ch, cw), crop_box, orig_hw, cands)
+            if self._bar is not None:
+                self._bar.update()
         self.predictor.reset_predictor()
         data = cands.cat()
         if data is None:

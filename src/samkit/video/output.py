@@ -108,12 +108,23 @@ def track_to_folder(
     write_overlay: bool = True,
     offload_state_to_cpu: bool = False,
     progress: bool = True,
+    start_frame: int | None = None,
+    max_frames: int | None = None,
+    reverse_only: bool = False,
 ) -> TrackResult:
-    """Prompt, propagate forward (then backward from the first prompted frame) and write the results."""
+    """Prompt, propagate forward (then backward from the first prompted frame) and write the results.
+
+    ``start_frame``: propagate from this frame instead of the first prompted one; ``max_frames``: at
+    most this many frames after the start in each direction; ``reverse_only``: only the backward pass.
+    If tracking stops halfway (an error, Ctrl-C), the frames done are kept: their PNGs,
+    ``annotations.json`` marked incomplete and the overlay video of those frames.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not prompts:
         raise ValueError("give at least one prompt")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     state = predictor.init_state(video, offload_state_to_cpu=offload_state_to_cpu)
     source = state.video
     for p in prompts:
@@ -123,6 +134,11 @@ def track_to_folder(
                 f"(0..{state.num_frames - 1})"
             )
         p.prompt.check_bounds(state.video_width, state.video_height, f"frame {p.frame}")
+    if start_frame is not None and not 0 <= start_frame < state.num_frames:
+        raise ValueError(
+            f"start frame {start_frame} out of range: the video has {state.num_frames} frames "
+            f"(0..{state.num_frames - 1})"
+        )
     for p in sorted(prompts, key=lambda p: p.frame):
         q = p.prompt
         predictor.add_new_points_or_box(
@@ -130,12 +146,14 @@ def track_to_folder(
         )
     obj_ids = state.obj_ids
     per_frame: dict[int, list[dict]] = {}
-    start = min(p.frame for p in prompts)
+    start = min(p.frame for p in prompts) if start_frame is None else start_frame
     current: int | None = None
     ann = out / "annotations.json"
+    limit = {} if max_frames is None else {"max_frame_num_to_track": max_frames}
+    forward = [dict(start_frame_idx=start, reverse=False, **limit)] if not reverse_only else []
+    backward = [dict(start_frame_idx=start, reverse=True, **limit)] if start > 0 or reverse_only else []
     try:
-        passes = [dict(reverse=False)] + ([dict(start_frame_idx=start, reverse=True)] if start > 0 else [])
-        for kwargs in passes:
+        for kwargs in forward + backward:
             for f, _, logits in predictor.propagate_in_video(state, **kwargs):
                 current = f
                 masks = (logits[:, 0] > 0).cpu().numpy()
@@ -154,6 +172,11 @@ def track_to_folder(
             else f"stopped at frame {stopped} ({type(e).__name__})"
         )
         _write_annotations(ann, source, obj_ids, per_frame, False, stopped, str(e) or type(e).__name__)
+        if write_overlay and per_frame:
+            try:  # the frames done, so an interrupted run still has its video
+                _write_overlay(out / "overlay.mp4", source, obj_ids, per_frame, progress)
+            except Exception:  # pragma: no cover - the original error matters more
+                pass
         raise TrackingInterrupted(
             f"{msg}; {len(per_frame)} frames written to {out}", stopped, len(per_frame)
         ) from e
