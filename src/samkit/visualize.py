@@ -42,9 +42,11 @@ def overlay_masks(
     labels: Sequence[int] | None = None,
     boxes: Sequence[Sequence[float]] | None = None,
     colors: Sequence[tuple[int, int, int]] | None = None,
+    box_labels: Sequence[str] | None = None,
 ) -> Image.Image:
     """Blend each (H, W) boolean mask over an HxWx3 uint8 image in its own colour, outline it, and
-    mark positive points green, negative points red and boxes in yellow."""
+    mark positive points green, negative points red and boxes in yellow; ``box_labels`` (one per box)
+    writes a label at each box's corner, in its mask's colour."""
     out = image.astype(np.float32).copy()
     colors = list(colors) if colors is not None else PALETTE
     for i, mask in enumerate(masks):
@@ -57,9 +59,15 @@ def overlay_masks(
     pil = Image.fromarray(out.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(pil)
     r = max(4, round(min(image.shape[:2]) / 120))
-    for box in boxes or []:
+    for k, box in enumerate(boxes or []):
         x0, y0, x1, y1 = (float(v) for v in box)
         draw.rectangle([x0, y0, x1, y1], outline=(255, 255, 0), width=max(2, r // 2))
+        if box_labels is not None and k < len(box_labels):
+            c = tuple(int(v) for v in colors[k % len(colors)])
+            tx, ty = x0 + 2, max(0.0, y0 - 12)
+            bbox = draw.textbbox((tx, ty), str(box_labels[k]))
+            draw.rectangle(bbox, fill=(0, 0, 0))
+            draw.text((tx, ty), str(box_labels[k]), fill=c)
     for (x, y), lab in zip(points or [], labels or []):
         fill = (0, 220, 0) if int(lab) == 1 else (230, 0, 0)
         draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=(255, 255, 255), width=max(1, r // 3))

@@ -108,7 +108,9 @@ def run_batch(
             "prompted mode needs a prompt file (--prompts FILE), or use automatic masks (--auto)"
         )
     if settings.mode != "prompts" and prompts is not None:
-        what = "automatic masks" if settings.mode == "auto" else "a prompt-free head"
+        what = {"auto": "automatic masks", "head": "a prompt-free head", "text": "a text prompt"}[
+            settings.mode
+        ]
         raise ValueError(f"give either a prompt file or {what}, not both")
     refs = find_images(sources, extensions)
     # an output folder inside the input folder must not feed its own PNGs back in on a rerun

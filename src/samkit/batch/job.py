@@ -20,7 +20,7 @@ from .. import transforms as T
 from ..visualize import mask_stats
 from .prompts import Prompt
 
-MODES = ("prompts", "auto", "head")
+MODES = ("prompts", "auto", "head", "text")
 # AutomaticMaskGenerator arguments a job may set (the CLI exposes them as --points-per-side etc.)
 AUTO_ARGS = (
     "points_per_side",
@@ -52,6 +52,8 @@ class BatchSettings:
     auto: AutomaticMaskGenerator arguments for ``mode="auto"`` (see :data:`AUTO_ARGS`).
     head: the prompt-free head file for ``mode="head"`` (``samkit train-head``); instances: split
     its masks into connected components.
+    text, detector, box_threshold, text_threshold, nms: ``mode="text"``'s prompt (phrases separated by
+    '.') and detector settings (:class:`samkit.text.TextPredictor`).
     batch_size: images encoded together (0: the model's choice, 1 on the CPU).
     png: also write each mask as PNG; overlay: also write the image with its masks drawn.
     """
@@ -67,12 +69,19 @@ class BatchSettings:
     overlay: bool = False
     head: str | None = None
     instances: bool = False
+    text: str | None = None
+    detector: str | None = None
+    box_threshold: float = 0.35
+    text_threshold: float = 0.25
+    nms: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if (self.mode == "head") != (self.head is not None):
             raise ValueError("a head file goes with mode='head' (and mode='head' needs one)")
+        if (self.mode == "text") != (self.text is not None):
+            raise ValueError("a text prompt goes with mode='text' (and mode='text' needs one)")
         unknown = set(self.auto) - set(AUTO_ARGS)
         if unknown:
             raise ValueError(f"unknown automatic-mask argument(s): {', '.join(sorted(unknown))}")
@@ -94,6 +103,15 @@ class BatchSettings:
             **(
                 {"head": _file_identity(self.head), "instances": self.instances}
                 if self.mode == "head"
+                else {}
+            ),
+            **(
+                {
+                    "text": self.text,
+                    "detector": self.detector,
+                    "thresholds": [self.box_threshold, self.text_threshold, self.nms],
+                }
+                if self.mode == "text"
                 else {}
             ),
         }
@@ -172,6 +190,17 @@ class Segmenter:
 
             self.head = PromptFreeHead.load(settings.head, device=model.device)
             self.head.check_model(model)
+        self.text = None
+        if settings.mode == "text":
+            from ..text import TextPredictor
+
+            self.text = TextPredictor(
+                self.predictor,
+                detector=settings.detector,
+                box_threshold=settings.box_threshold,
+                text_threshold=settings.text_threshold,
+                nms=settings.nms,
+            )
         if settings.mode == "auto":
             self.generator = AutomaticMaskGenerator(
                 model, output_mode="coco_rle", fast=settings.precision == "bf16", **settings.auto
@@ -202,6 +231,8 @@ class Segmenter:
         embed, high_res = self.model.encode_images(batch)
         if self.head is not None:
             return self._head(items, embed, high_res, t0)
+        if self.text is not None:
+            return self._text(items, embed, high_res, t0)
         share = (time.perf_counter() - t0) / len(items)
         results = []
         for i, (key, image, prompts) in enumerate(items):
@@ -228,6 +259,28 @@ class Segmenter:
             )
             for (key, image, _), (masks, scores) in zip(items, outs)
         ]
+
+    def _text(self, items, embed: torch.Tensor, high_res: list[torch.Tensor], t0: float) -> list[ImageResult]:
+        """Text mode: the detector on the whole batch, then one box prompt per image."""
+        from ..text import TextResult
+        from ..text.predictor import masks_for_boxes
+
+        images = [im for _, im, _ in items]
+        try:
+            found = self.text.detect(images, self.settings.text)
+        except (ValueError, RuntimeError) as e:
+            return [ImageResult(key, error=error_text(e)) for key, _, _ in items]
+        share = (time.perf_counter() - t0) / len(items)
+        results = []
+        for i, ((key, image, _), d) in enumerate(zip(items, found)):
+            t = time.perf_counter()
+            self.predictor.set_embedding(embed[i : i + 1], [f[i : i + 1] for f in high_res], image.shape[:2])
+            masks, scores = masks_for_boxes(self.predictor, d.boxes, image.shape[:2])
+            anns = TextResult(masks, d.boxes, d.labels, d.scores, scores, d.phrases).annotations()
+            doc = self._doc(key, image, anns)
+            doc["phrases"] = d.phrases
+            results.append(ImageResult(key, doc=doc, seconds=share + time.perf_counter() - t))
+        return results
 
     def _one(self, fn, key: str, image: np.ndarray, *args) -> ImageResult:
         t = time.perf_counter()
@@ -258,9 +311,13 @@ class Segmenter:
         h, w = image.shape[:2]
         for p in prompts:  # the same rule as every entry point: points inside the image
             p.check_bounds(w, h)
+        texts = [j for j, p in enumerate(prompts) if getattr(p, "text", None) is not None]
+        extra = self._text_lines(image, prompts, texts) if texts else []
         # prompts of the same shape are decoded together: (B, N, 2) points and/or (B, 4) boxes
         groups: dict[tuple, list[int]] = {}
         for j, p in enumerate(prompts):
+            if getattr(p, "text", None) is not None:
+                continue
             sig = (len(p.points) if p.points else 0, p.box is not None)
             groups.setdefault(sig, []).append(j)
         out: list[dict | None] = [None] * len(prompts)
@@ -290,4 +347,27 @@ class Segmenter:
                     "bbox": [float(v) for v in stats["bbox"]],
                     "predicted_iou": _score(s[best]),
                 }
-        return out  # type: ignore[return-value]
+        return [o for o in out if o is not None] + extra
+
+    def _text_lines(self, image: np.ndarray, prompts: list[Prompt], which: list[int]) -> list[dict]:
+        """Prompt-file lines with ``text``: every object each names (the detector loads once)."""
+        from ..text import TextPredictor, TextResult
+        from ..text.predictor import masks_for_boxes
+
+        if self.text is None:
+            s = self.settings
+            self.text = TextPredictor(
+                self.predictor,
+                detector=s.detector,
+                box_threshold=s.box_threshold,
+                text_threshold=s.text_threshold,
+                nms=s.nms,
+            )
+        out = []
+        for j in which:
+            d = self.text.detect([image], prompts[j].text)[0]
+            masks, scores = masks_for_boxes(self.predictor, d.boxes, image.shape[:2])
+            for a in TextResult(masks, d.boxes, d.labels, d.scores, scores, d.phrases).annotations():
+                a.pop("category_id")  # phrases differ per line: the line's own phrases name the object
+                out.append({"prompt_index": j, "prompt": prompts[j].as_dict(), **a})
+        return out

@@ -1,6 +1,8 @@
 """The prompt file of a batch job: JSON lines, one object per line.
 
 ``{"image": "sub/photo.jpg", "points": [[x, y], ...], "labels": [1, ...], "box": [x0, y0, x1, y1]}``
+or ``{"image": "sub/photo.jpg", "text": "truck . person"}`` (every object the words name; needs
+``samkit[text]``)
 
 ``image`` is the image's key (its path relative to the job's source); points and/or box are in
 pixels of the original image; labels default to 1 (foreground) for every point. Several lines may name
@@ -28,6 +30,10 @@ class Prompt(P.Prompt):
     """One object's prompt on one image (:class:`samkit.prompts.Prompt`) and its line in the file."""
 
     line: int = 0
+    text: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"text": self.text} if self.text is not None else super().as_dict()
 
     def check_bounds(self, width: int, height: int, where: str = "") -> Prompt:
         return super().check_bounds(width, height, where or f"prompt line {self.line}")
@@ -38,12 +44,24 @@ def parse_prompt(obj, where: str, line: int) -> tuple[str, Prompt]:
     returns (image key, prompt)."""
     if not isinstance(obj, dict):
         raise PromptFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    unknown = set(obj) - {"image", "points", "labels", "box"}
+    unknown = set(obj) - {"image", "points", "labels", "box", "text"}
     if unknown:
         raise PromptFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     image = obj.get("image")
     if not isinstance(image, str) or not image.strip():
         raise PromptFileError(f"{where}: 'image' must be the image's path relative to the input folder")
+    if "text" in obj:
+        if any(obj.get(k) is not None for k in ("points", "labels", "box")):
+            raise PromptFileError(
+                f"{where}: 'text' is a prompt of its own: no 'points', 'labels' or 'box' with it"
+            )
+        from ..text.detector import TextError, parse_phrases
+
+        try:
+            parse_phrases(obj["text"])
+        except TextError as e:
+            raise PromptFileError(f"{where}: {e}") from None
+        return normalize_key(image), Prompt(line=line, text=obj["text"])
     if obj.get("labels") is not None and obj.get("points") is None:
         raise PromptFileError(f"{where}: 'labels' without 'points'")
     try:

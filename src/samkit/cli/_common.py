@@ -138,3 +138,59 @@ def load(args: argparse.Namespace):
         source = args.checkpoint or "the Hugging Face cache"
         print(f"samkit: loading {name} from {source}...", file=sys.stderr, flush=True)
     return load_model(name, checkpoint=args.checkpoint, device=args.device, precision=precision_of(args))
+
+
+def add_text_args(p: argparse.ArgumentParser) -> None:
+    """The detector options of text prompts (--text itself is added by each command)."""
+    p.add_argument(
+        "--detector",
+        default=None,
+        help="Grounding DINO or OWLv2 id or local folder (default IDEA-Research/grounding-dino-tiny)",
+    )
+    p.add_argument(
+        "--box-threshold", type=float, default=0.35, help="--text: detector box score (default 0.35)"
+    )
+    p.add_argument(
+        "--text-threshold",
+        type=float,
+        default=0.25,
+        help="--text: Grounding DINO's phrase score (default 0.25)",
+    )
+    p.add_argument(
+        "--nms",
+        type=float,
+        default=None,
+        help="--text: drop boxes overlapping a better one of any phrase by this IoU",
+    )
+
+
+def check_text_args(args: argparse.Namespace) -> None:
+    """The text prompt and thresholds checked before anything loads (one-line errors)."""
+    from ..text import TextError, parse_phrases
+    from ..text.detector import check_threshold
+
+    try:
+        for name in ("box_threshold", "text_threshold"):
+            check_threshold(f"--{name.replace('_', '-')}", getattr(args, name))
+        if args.nms is not None:
+            check_threshold("--nms", args.nms)
+        parse_phrases(args.text)
+    except TextError as e:
+        raise CLIError(str(e)) from None
+
+
+def text_predictor(args: argparse.Namespace, load_model):
+    """A TextPredictor from the common options (the detector loaded after the model, on its device)."""
+    from ..text import TextError, TextPredictor
+
+    check_text_args(args)
+    try:
+        return TextPredictor(
+            load_model(args),
+            detector=args.detector,
+            box_threshold=args.box_threshold,
+            text_threshold=args.text_threshold,
+            nms=args.nms,
+        )
+    except TextError as e:
+        raise CLIError(str(e)) from None

@@ -10,6 +10,8 @@ from ._common import (
     CLIError,
     add_generator_args,
     add_model_args,
+    add_text_args,
+    check_text_args,
     generator_kwargs,
     load,
     model_name,
@@ -45,6 +47,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     mode.add_argument(
         "--head", default=None, help="a prompt-free head (samkit train-head): its classes, no prompt"
     )
+    mode.add_argument(
+        "--text",
+        default=None,
+        help="segment what these words name in every image, e.g. 'tree' (samkit[text])",
+    )
+    add_text_args(ba)
     ba.add_argument("--instances", action="store_true", help="--head: one object per connected component")
     ba.add_argument("--coco", default=None, help="also write one COCO dataset file of all results")
     ba.add_argument("--png", action="store_true", help="also write each mask as a PNG (OUT/masks/)")
@@ -85,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if args.processes is not None and args.processes < 1:
         raise CLIError("--processes must be >= 1")
     auto = generator_kwargs(args) if args.auto else {}
+    if args.text is not None:
+        check_text_args(args)
     if args.instances and not args.head:
         raise CLIError("--instances goes with --head")
     if args.head:
@@ -101,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         device=args.device,
         precision=precision_of(args),
-        mode="auto" if args.auto else "head" if args.head else "prompts",
+        mode="auto" if args.auto else "head" if args.head else "text" if args.text is not None else "prompts",
+        text=args.text,
+        detector=args.detector,
+        box_threshold=args.box_threshold,
+        text_threshold=args.text_threshold,
+        nms=args.nms,
         head=args.head,
         instances=args.instances,
         auto=auto,
@@ -119,6 +134,13 @@ def run(args: argparse.Namespace) -> int:
             try:
                 head.check_model(model)
             except HeadError as e:
+                raise CLIError(str(e)) from None
+        if args.text is not None:  # the detector loads (or fails) before any image is read
+            from ..text import Detector, TextError
+
+            try:
+                Detector.load(args.detector)
+            except TextError as e:
                 raise CLIError(str(e)) from None
         if args.auto:
             from ..predictors import AutomaticMaskGenerator

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..prompts import Prompt
-from ._common import CLIError, add_model_args, box_arg, load, point_arg
+from ._common import CLIError, add_model_args, add_text_args, box_arg, load, point_arg, text_predictor
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -58,8 +58,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--instances", action="store_true", help="with --head: one object per connected component"
     )
     seg.add_argument(
-        "--coco", default=None, help="with --head: write COCO annotations (class = category) here"
+        "--coco",
+        default=None,
+        help="with --head or --text: write COCO annotations (class or phrase = category) here",
     )
+    seg.add_argument(
+        "--text",
+        default=None,
+        help="segment what these words name, phrases separated by '.', e.g. 'truck . person' (needs samkit[text]); "
+        "--out is then a folder of mask PNGs",
+    )
+    add_text_args(seg)
     seg.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (default 0)")
     seg.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
     seg.add_argument(
@@ -76,11 +85,15 @@ def run(args: argparse.Namespace) -> int:
     from ..transforms import load_image
     from ..visualize import mask_stats, mask_to_png, overlay_masks
 
+    if args.head and args.text is not None:
+        raise CLIError("give --head or --text, not both")
     if args.head:
         return _run_head(args)
+    if args.text is not None:
+        return _run_text(args)
     for flag, value in (("--class", args.classes), ("--instances", args.instances), ("--coco", args.coco)):
         if value:
-            raise CLIError(f"{flag} goes with --head")
+            raise CLIError(f"{flag} goes with --head" + (" or --text" if flag == "--coco" else ""))
     if not args.point and args.box is None:
         raise CLIError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
     if not (args.out or args.overlay or args.json):
@@ -264,3 +277,77 @@ def _variant_name(name: str) -> str:
         return resolve_name(name)
     except (KeyError, ValueError):
         return name
+
+
+def _run_text(args: argparse.Namespace) -> int:
+    """``segment --text``: detect what the words name, one box prompt per detection."""
+    from .. import coco
+    from .._files import atomic_write
+    from ..transforms import load_image
+    from ..visualize import mask_to_png, overlay_masks
+
+    if args.point or args.box is not None or args.multimask:
+        raise CLIError("--text is the prompt: leave out --point, --box and --multimask")
+    if not (args.out or args.overlay or args.json or args.coco):
+        raise CLIError("nothing to write: pass --out FOLDER, --overlay, --coco and/or --json")
+    image = load_image(args.image)
+    predictor = text_predictor(args, load)
+    from ..text import TextError
+
+    try:
+        result = predictor.predict(image, args.text)
+    except TextError as e:
+        raise CLIError(str(e)) from None
+    h, w = image.shape[:2]
+    written = []
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for k, (m, lab) in enumerate(zip(result.masks, result.labels)):
+            path = out / f"{k:03d}_{'_'.join(lab.split())}.png"
+            atomic_write(path, lambda tmp, m=m: mask_to_png(m).save(tmp, format="PNG"))
+            written.append(str(path))
+    if args.overlay:
+        ov = Path(args.overlay)
+        ov.parent.mkdir(parents=True, exist_ok=True)
+        labels = [f"{lab} {s:.2f}" for lab, s in zip(result.labels, result.scores)]
+        overlay_masks(image, list(result.masks), boxes=list(result.boxes), box_labels=labels).save(ov)
+        written.append(str(ov))
+    anns = result.annotations()
+    if args.coco:
+        doc = coco.single_image(
+            [{k: v for k, v in a.items() if k != "category"} for a in anns],
+            Path(args.image).name,
+            w,
+            h,
+            f"samkit text prompt {args.text!r} ({predictor.predictor.model.cfg.name}, {predictor.detector.name})",
+            result.phrases,
+        )
+        path = Path(args.coco)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc)))
+        written.append(str(path))
+    if args.json:
+        objects = [
+            {k: a[k] for k in ("category", "score", "predicted_iou", "box", "area", "bbox")} for a in anns
+        ]
+        doc = {
+            "image": str(args.image),
+            "width": w,
+            "height": h,
+            "text": args.text,
+            "phrases": result.phrases,
+            "detector": predictor.detector.name,
+            "objects": objects,
+            "files": written,
+        }
+        print(json.dumps(doc, indent=2))
+    elif len(result):
+        counts: dict[str, int] = {}
+        for lab in result.labels:
+            counts[lab] = counts.get(lab, 0) + 1
+        found = ", ".join(f"{n} {lab}" for lab, n in counts.items())
+        print(f"found {found}" + (f"; wrote {', '.join(written)}" if written else ""))
+    else:
+        print(f"nothing found for {args.text!r} (box threshold {predictor.box_threshold})")
+    return 0

@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import CLIError, add_model_args, load, model_name, precision_of
+from ._common import (
+    CLIError,
+    add_model_args,
+    add_text_args,
+    check_text_args,
+    load,
+    model_name,
+    precision_of,
+    text_predictor,
+)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -61,6 +70,25 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="track at most N frames from the start, in each direction",
     )
     tr.add_argument("--reverse-only", action="store_true", help="only track backwards from the start frame")
+    tr.add_argument(
+        "--text",
+        default=None,
+        help="track everything these words name, e.g. 'dog' (detected on frame 0; needs samkit[text])",
+    )
+    tr.add_argument(
+        "--detect-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--text: detect again every N frames; newcomers get new ids (default: frame 0 only)",
+    )
+    tr.add_argument(
+        "--match-iou",
+        type=float,
+        default=0.5,
+        help="--text: a detection overlapping a tracked object's mask by more than this IoU is that object",
+    )
+    add_text_args(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     ds = tr.add_argument_group("datasets (--dataset)")
     ds.add_argument(
@@ -177,8 +205,18 @@ def run(args: argparse.Namespace) -> int:
     for flag, given in only.items():
         if given:
             raise CLIError(f"{flag} applies only with --dataset")
+    if args.text is not None:
+        return _run_text(args)
+    for flag, given in (
+        ("--detect-every", args.detect_every is not None),
+        ("--detector", args.detector is not None),
+    ):
+        if given:
+            raise CLIError(f"{flag} goes with --text")
     if not args.prompt:
-        raise CLIError("give at least one --prompt FRAME:OBJ:X,Y or FRAME:OBJ:box=X0,Y0,X1,Y1")
+        raise CLIError(
+            "give at least one --prompt FRAME:OBJ:X,Y or FRAME:OBJ:box=X0,Y0,X1,Y1 (or --text WORDS)"
+        )
     if args.max_frames is not None and args.max_frames < 1:
         raise CLIError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.start_frame is not None and args.start_frame < 0:
@@ -206,5 +244,58 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"tracked {len(result.obj_ids)} object(s) through {result.frames_done} of {result.num_frames} frames; "
         f"wrote {result.annotations}" + (f" and {result.overlay}" if result.overlay else "")
+    )
+    return 0
+
+
+def _run_text(args: argparse.Namespace) -> int:
+    """``track --text``: detect what the words name on frame 0 (and every --detect-every frames), track it."""
+    from ..predictors import VideoPredictor
+    from ..text import TextError
+    from ..text.video import track_text
+    from ..video.io import open_video
+
+    if args.prompt:
+        raise CLIError("--text is the prompt: leave out --prompt")
+    for flag, given in (
+        ("--start-frame", args.start_frame is not None),
+        ("--max-frames", args.max_frames is not None),
+        ("--reverse-only", args.reverse_only),
+    ):
+        if given:
+            raise CLIError(f"{flag} does not apply to --text (detection starts on frame 0)")
+    if args.detect_every is not None and args.detect_every < 1:
+        raise CLIError(f"--detect-every must be >= 1, got {args.detect_every}")
+    if not 0.0 <= args.match_iou <= 1.0:
+        raise CLIError(f"--match-iou must be in [0, 1], got {args.match_iou}")
+    check_text_args(args)
+    video = open_video(args.video)
+    tp = text_predictor(args, load)
+    predictor = VideoPredictor(
+        tp.predictor.model, keep_all_outputs=args.keep_all_outputs, progress=not args.quiet
+    )
+    try:
+        r = track_text(
+            predictor,
+            video,
+            tp,
+            args.text,
+            args.out,
+            detect_every=args.detect_every,
+            match_iou=args.match_iou,
+            write_pngs=not args.no_png,
+            write_overlay=not args.no_overlay,
+            progress=not args.quiet,
+        )
+    except TextError as e:
+        raise CLIError(str(e)) from None
+    if not r.obj_ids:
+        where = "on frame 0" if args.detect_every is None else f"on any of every {args.detect_every}th frame"
+        print(f"nothing found for {args.text!r} {where}; wrote {r.annotations} (no objects)")
+        return 0
+    found = ", ".join(f"{o}: {lab}" for o, lab in zip(r.obj_ids, r.labels))
+    print(
+        f"tracked {len(r.obj_ids)} object(s) ({found}) through {r.frames_done} of {r.num_frames} frames; "
+        f"wrote {r.annotations}" + (f" and {r.overlay}" if r.overlay else "")
     )
     return 0

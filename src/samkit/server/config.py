@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     video_idle_seconds: float = Field(600.0, gt=0)
     # a prompt-free head (samkit train-head) for POST /v1/segment {"head": true} and the page's button
     head: str | None = None
+    # the detector of text prompts (Hugging Face id or local folder), loaded at the first text request
+    detector: str | None = None
 
     @field_validator("model")
     @classmethod
@@ -64,7 +66,7 @@ class Settings(BaseSettings):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {v!r}")
         return v
 
-    @field_validator("api_key", "checkpoint", "device", "cache_dir", "head", mode="before")
+    @field_validator("api_key", "checkpoint", "device", "cache_dir", "head", "detector", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         if isinstance(v, os.PathLike):

@@ -34,6 +34,9 @@ class SegmentRequest(BaseModel):
     mask_from: str | None = Field(None, description="a previous mask_id to refine")
     output: Literal["rle", "png"] = "rle"
     head: bool = Field(False, description="the server's prompt-free head: its classes, no prompt")
+    text: str | None = Field(None, description="segment what these words name: phrases separated by '.'")
+    box_threshold: float = Field(0.35, ge=0, le=1, description="with text: the detector's box score")
+    text_threshold: float = Field(0.25, ge=0, le=1, description="with text: Grounding DINO's phrase score")
     classes: list[str] | None = Field(None, description="with head: only these classes (default all)")
 
 
@@ -44,7 +47,8 @@ class MaskOut(BaseModel):
     bbox: list[int] = Field(description="COCO [x, y, width, height]")
     rle: RLE
     png: str | None = Field(None, description="base64 PNG, with output='png'")
-    label: str | None = Field(None, description="the class, for a prompt-free head's masks")
+    label: str | None = Field(None, description="the class of a head's mask, the phrase of a text prompt's")
+    box: list[float] | None = Field(None, description="with text: the detector's box x0, y0, x1, y1")
 
 
 class SegmentResponse(BaseModel):
@@ -87,7 +91,10 @@ class PromptRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     frame_idx: int = Field(ge=0)
-    obj_id: int | str
+    obj_id: int | str | None = Field(None, description="the object (not with text: new objects get new ids)")
+    text: str | None = Field(None, description="add every object these words name on this frame")
+    box_threshold: float = Field(0.35, ge=0, le=1)
+    text_threshold: float = Field(0.25, ge=0, le=1)
     points: list[Point] = Field(default_factory=list)
     labels: list[int] = Field(default_factory=list, description="1 object, 0 background (default 1)")
     box: list[Finite] | None = Field(None, min_length=4, max_length=4)

@@ -45,6 +45,8 @@ class Engine:
     def __init__(self, model: SAM2Model, config: ServerConfig) -> None:
         self.model, self.config = model, config
         self.head = None  # a PromptFreeHead, set by the app's lifespan when the settings name one
+        self._detector = None  # text prompts' detector, loaded at the first text request
+        self._detector_lock = threading.Lock()
         self.model_lock = threading.Lock()  # model calls never run two at once on one device
         self.embeddings = LRU(config.cache_entries, config.cache_bytes)
         self.masks = LRU(config.mask_cache_entries)
@@ -99,6 +101,15 @@ class Engine:
                 "orig_hw": list(emb.orig_hw),
             }
             atomic_write(path, lambda p: torch.save(payload, p))
+
+    def detector(self):
+        """The text prompts' detector (:class:`samkit.text.Detector`), loaded once."""
+        with self._detector_lock:
+            if self._detector is None:
+                from ..text import Detector
+
+                self._detector = Detector.load(self.config.detector, device=self.model.device)
+            return self._detector
 
     def predictor(self, image_id: str, emb: Embedding) -> ImagePredictor:
         """The ImagePredictor of an image, set to its embedding: the one kept from the last request on

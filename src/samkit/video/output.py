@@ -76,6 +76,7 @@ def _write_annotations(
     complete: bool,
     stopped_at: int | None,
     error: str | None,
+    labels: list | None = None,
 ) -> None:
     frames = sorted(per_frame)
     present = {i: [f for f in frames if rle.area(per_frame[f][i]) > 0] for i in range(len(obj_ids))}
@@ -90,6 +91,7 @@ def _write_annotations(
         "error": error,
         "masklet_id": [str(o) if not isinstance(o, int) else o for o in obj_ids],
         "masklet_num": len(obj_ids),
+        **({"masklet_label": list(labels)} if labels is not None else {}),
         "masklet_first_appeared_frame": [present[i][0] if present[i] else None for i in range(len(obj_ids))],
         "masklet_frame_count": [len(present[i]) for i in range(len(obj_ids))],
         "frame_indices": frames,

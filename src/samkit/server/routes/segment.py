@@ -35,8 +35,12 @@ def _embedding_for(request: Request, image_id: str | None, image_b64: str | None
 def segment(request: Request, body: SegmentRequest) -> SegmentResponse:
     """Masks for clicks and/or a box, best first; each mask is kept for ``mask_from`` refinement."""
     engine = request.app.state.engine
+    if body.head and body.text is not None:
+        raise ApiError(422, "invalid_request", "give head or text, not both")
     if body.head:
         return _head(request, body)
+    if body.text is not None:
+        return _text(request, body)
     if body.classes is not None:
         raise ApiError(422, "invalid_request", "classes go with head: true")
     if not body.points and body.box is None and body.mask_from is None:
@@ -118,6 +122,61 @@ def _head(request: Request, body: SegmentRequest) -> SegmentResponse:
             **mask_stats(masks[k]),
         )
         for k in wanted
+    ]
+    return SegmentResponse(image_id=image_id, width=w, height=h, masks=out)
+
+
+def detect(
+    request: Request, images: list[np.ndarray], text: str, box_threshold: float, text_threshold: float
+):
+    """The server's detector on images (a 422 for a bad text, a 503 when the detector cannot load)."""
+    from ...text import TextError, parse_phrases
+
+    engine = request.app.state.engine
+    try:
+        phrases = parse_phrases(text)
+    except TextError as e:
+        raise ApiError(422, "invalid_text", str(e)) from None
+    try:
+        detector = engine.detector()
+    except TextError as e:
+        raise ApiError(503, "no_detector", str(e)) from None
+    try:
+        with engine.model_lock:
+            return detector.detect(images, phrases, box_threshold, text_threshold)
+    except TextError as e:
+        raise ApiError(422, "invalid_text", str(e)) from None
+
+
+def _text(request: Request, body: SegmentRequest) -> SegmentResponse:
+    """A text prompt: the detector's boxes as one box prompt, a mask per box labelled with its phrase."""
+    from ...text.predictor import masks_for_boxes
+
+    engine = request.app.state.engine
+    if body.points or body.box is not None or body.mask_from is not None:
+        raise ApiError(422, "invalid_request", "text takes no points, box or mask_from")
+    image_id, emb = _embedding_for(request, body.image_id, body.image)
+    data = engine.uploads.get(image_id)
+    if data is None:
+        raise ApiError(404, "unknown_image", f"no image {image_id!r}; upload it with POST /v1/images")
+    from .images import decode_image
+
+    image = decode_image(data, request.app.state.config.max_pixels)
+    d = detect(request, [image], body.text, body.box_threshold, body.text_threshold)[0]
+    h, w = emb.orig_hw
+    with engine.model_lock:
+        masks, scores = masks_for_boxes(engine.predictor(image_id, emb), d.boxes, (h, w))
+    out = [
+        MaskOut(
+            mask_id=uuid.uuid4().hex,
+            score=float(s),
+            rle=rle.encode(m),
+            png=_png(m) if body.output == "png" else None,
+            label=lab,
+            box=[round(float(v), 2) for v in b],
+            **mask_stats(m),
+        )
+        for m, s, lab, b in zip(masks, d.scores, d.labels, d.boxes)
     ]
     return SegmentResponse(image_id=image_id, width=w, height=h, masks=out)
 

@@ -84,6 +84,10 @@ def get_frame(request: Request, video_id: str, frame_idx: int) -> Response:
 def add_prompt(request: Request, video_id: str, body: PromptRequest) -> dict:
     """Clicks and/or a box for one object on one frame; returns every object's mask on that frame."""
     s = request.app.state.sessions.get(video_id)
+    if body.text is not None:
+        return _text_prompt(request, s, body)
+    if body.obj_id is None:
+        raise ApiError(422, "invalid_request", "give obj_id (or text, to add what it names)")
     if not body.points and body.box is None:
         raise ApiError(422, "invalid_request", "give points or a box")
     prompt = check_bounds(
@@ -108,6 +112,33 @@ def add_prompt(request: Request, video_id: str, body: PromptRequest) -> dict:
         except ValueError as e:
             raise ApiError(422, "invalid_request", str(e)) from None
     return {"frame_idx": f, "objects": _objects(ids, logits)}
+
+
+def _text_prompt(request: Request, s, body: PromptRequest) -> dict:
+    """Every object the text names on one frame becomes a new object (the next free integer ids)."""
+    from .segment import detect
+
+    if body.points or body.box is not None or body.obj_id is not None:
+        raise ApiError(422, "invalid_request", "text adds new objects: give no obj_id, points or box")
+    if body.frame_idx >= s.state.num_frames:
+        raise ApiError(
+            422, "invalid_request", f"frame_idx {body.frame_idx} out of range (0..{s.state.num_frames - 1})"
+        )
+    frame = s.state.video.frame(body.frame_idx)
+    d = detect(request, [frame], body.text, body.box_threshold, body.text_threshold)[0]
+    engine = request.app.state.engine
+    added = []
+    f, ids, logits = body.frame_idx, list(s.state.obj_ids), None
+    with s.lock, engine.model_lock:
+        next_id = max([o for o in s.state.obj_ids if isinstance(o, int)], default=0) + 1
+        for box, label, score in zip(d.boxes, d.labels, d.scores):
+            f, ids, logits = _predictor(request).add_new_points_or_box(
+                s.state, body.frame_idx, next_id, box=box
+            )
+            added.append({"obj_id": next_id, "label": label, "score": round(float(score), 5)})
+            next_id += 1
+    objects = _objects(ids, logits) if logits is not None else []
+    return {"frame_idx": f, "objects": objects, "added": added}
 
 
 @router.post("/v1/videos/{video_id}/propagate", tags=["videos"])
