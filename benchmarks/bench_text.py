@@ -64,12 +64,12 @@ def main() -> None:
     from samkit.text.predictor import masks_for_boxes
 
     samkit.tune_allocator()
-    oracle.setup()
-    model = samkit.load_model(args.model, checkpoint=oracle.checkpoint(args.model), device=args.device)
+    # the detector first: the oracle's torchvision stand-in, once on sys.path, would fool transformers
     folder = args.detector or full_size_grounding_dino(
         Path(tempfile.gettempdir()) / "samkit-bench-gdino-full"
     )
     detector = Detector.load(folder, device=args.device)
+    model = samkit.load_model(args.model, checkpoint=oracle.checkpoint(args.model), device=args.device)
     params = sum(p.numel() for p in detector.model.parameters()) / 1e6
     from PIL import Image
 

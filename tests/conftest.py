@@ -18,6 +18,16 @@ DATA = Path(os.environ.get("SAMKIT_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
 
+try:
+    # transformers (text prompts) decides once whether torchvision is installed; ask it now, before a
+    # parity module puts the oracle's torchvision stand-in (tests/oracle/stubs) on sys.path, which it
+    # would take for the real package
+    from transformers.utils.import_utils import is_torchvision_available
+
+    is_torchvision_available()
+except ImportError:  # pragma: no cover - transformers is in the test extra
+    pass
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

@@ -7,6 +7,7 @@ from .heads.model import PromptFreeHead
 from .modeling import SAM2Model
 from .predictors import AutomaticMaskGenerator, ImagePredictor, VideoPredictor, VideoState
 from .runtime import tune_allocator
+from .text import TextPredictor
 
 # The reference's class names, so code written for Meta's `sam2` package needs only its imports
 # changed (`from samkit import SAM2ImagePredictor` for `from sam2.sam2_image_predictor import ...`).
@@ -31,6 +32,7 @@ __all__ = [
     "SAM2ImagePredictor",
     "SAM2VideoPredictor",
     "SAM2Model",
+    "TextPredictor",
     "build_model",
     "build_sam2",
     "build_sam2_hf",
