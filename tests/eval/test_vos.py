@@ -324,9 +324,16 @@ def test_dataset_root_with_annotations_folder(tmp_path):
     frames = random_video(np.random.default_rng(9), n=3)
     gt, pred = write_davis(tmp_path, {"v": frames})
     root = tmp_path / "DAVIS"
-    root.mkdir()
-    gt.rename(root / "Annotations")
-    assert (
-        vos(root, pred, processes=1, write_csv=False).objects
-        == vos(root / "Annotations", pred, processes=1, write_csv=False).objects
-    )
+    (root / "Annotations").mkdir(parents=True)
+    gt.rename(root / "Annotations" / "480p")  # DAVIS's layout: Annotations/480p/<video>
+    ours = vos(root, pred, processes=1, write_csv=False).objects
+    assert ours == vos(root / "Annotations" / "480p", pred, processes=1, write_csv=False).objects
+
+
+def test_sav_object_folder_names_are_json_keys_as_they_are(tmp_path):
+    frames = random_video(np.random.default_rng(10), n=4, objects=2)
+    gt, pred = write_sav(tmp_path, {"v": frames})
+    for root in (gt, pred):  # objects named 1 and 10, which "{:03}" would both turn into "100"
+        (root / "v" / "000").rename(root / "v" / "1")
+        (root / "v" / "001").rename(root / "v" / "10")
+    assert set(vos(gt, pred, processes=1, write_csv=False).videos()["v"]) == {"1", "10"}

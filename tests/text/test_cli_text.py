@@ -51,6 +51,7 @@ def test_segment_text(photos, dino_dir, tiny_checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
+        (["--point", "5,5", "--box-threshold", "0.5"], "goes with --text"),
         (["--text", " . "], "empty text prompt"),
         (["--text", "truck", "--box-threshold", "2"], r"--box-threshold must be in [0, 1]"),
         (["--text", "truck", "--point", "5,5"], "leave out --point"),
@@ -117,9 +118,10 @@ def test_track_and_batch_text(photos, dino_dir, tiny_checkpoint, tmp_path, capsy
         + "\n"
     )
     args = ["batch", str(photos / "p0.png"), "--out", str(tmp_path / "pf"), "--prompts", str(pf), "--quiet"]
-    assert (
-        main([*args, "--processes", "1", "--box-threshold", "0.3", *_common(dino_dir, tiny_checkpoint)]) == 0
-    )
+    coco = tmp_path / "pf.json"
+    more = ["--coco", str(coco), "--processes", "1", "--box-threshold", "0.3"]
+    assert main([*args, *more, *_common(dino_dir, tiny_checkpoint)]) == 0
+    assert len(json.loads(coco.read_text())["annotations"]) > 1
     anns = json.loads(next((tmp_path / "pf" / "results").rglob("*.json")).read_text())["annotations"]
     assert anns[0]["prompt_index"] == 0 and "points" in anns[0]["prompt"]
     assert len(anns) > 1 and all(

@@ -102,6 +102,9 @@ def test_masks_equal_a_box_prompt_and_nms(tiny_model, dino, photo):
     assert [a["category"] for a in anns] == r.labels and {a["category_id"] for a in anns} <= {1, 2}
     fewer = tp.predict(photo, "truck . person", nms=0.01)  # these random boxes overlap by at most 0.03
     assert 0 < len(fewer) < len(r)
+    assert len(tp.predict(photo, "truck . person", box_threshold=0.0)) >= len(
+        r
+    )  # 0 is a threshold, not "unset"
     nothing = tp.predict(photo, "truck", box_threshold=1.0)
     assert len(nothing) == 0 and nothing.masks.shape == (0, 90, 140) and nothing.annotations() == []
 

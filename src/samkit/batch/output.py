@@ -200,8 +200,11 @@ class OutputDir:
         keys = sorted(self.done_keys() if keys is None else keys)
         docs = [(key, json.loads(result_path(self.root, key).read_text(encoding="utf-8"))) for key in keys]
         # a prompt-free head's classes: its annotations name them (category_id = position + 1)
-        named = {
-            a["category_id"]: a["category"] for _, d in docs for a in d["annotations"] if "category" in a
+        named = {  # only annotations that say both (a prompt file's text lines name no category id)
+            a["category_id"]: a["category"]
+            for _, d in docs
+            for a in d["annotations"]
+            if "category" in a and "category_id" in a
         }
         categories = [named.get(i, f"class {i}") for i in range(1, max(named) + 1)] if named else None
         doc = coco.dataset(

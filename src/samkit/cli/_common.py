@@ -164,6 +164,22 @@ def add_text_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def reject_text_args_without_text(args: argparse.Namespace) -> None:
+    """The detector options given without --text: an error, not silently ignored."""
+    given = [
+        flag
+        for flag, value, default in (
+            ("--detector", getattr(args, "detector", None), None),
+            ("--box-threshold", getattr(args, "box_threshold", 0.35), 0.35),
+            ("--text-threshold", getattr(args, "text_threshold", 0.25), 0.25),
+            ("--nms", getattr(args, "nms", None), None),
+        )
+        if value != default
+    ]
+    if given and getattr(args, "text", None) is None:
+        raise CLIError(f"{given[0]} goes with --text")
+
+
 def check_text_args(args: argparse.Namespace) -> None:
     """The text prompt and thresholds checked before anything loads (one-line errors)."""
     from ..text import TextError, parse_phrases

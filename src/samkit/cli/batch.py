@@ -16,6 +16,7 @@ from ._common import (
     load,
     model_name,
     precision_of,
+    reject_text_args_without_text,
 )
 
 
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     auto = generator_kwargs(args) if args.auto else {}
     if args.text is not None:
         check_text_args(args)
+    elif args.prompts is None:  # a prompt file's text lines use the detector options too
+        reject_text_args_without_text(args)
     if args.instances and not args.head:
         raise CLIError("--instances goes with --head")
     if args.head:

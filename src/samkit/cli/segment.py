@@ -7,7 +7,16 @@ import json
 from pathlib import Path
 
 from ..prompts import Prompt
-from ._common import CLIError, add_model_args, add_text_args, box_arg, load, point_arg, text_predictor
+from ._common import (
+    CLIError,
+    add_model_args,
+    add_text_args,
+    box_arg,
+    load,
+    point_arg,
+    reject_text_args_without_text,
+    text_predictor,
+)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -87,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.head and args.text is not None:
         raise CLIError("give --head or --text, not both")
+    reject_text_args_without_text(args)
     if args.head:
         return _run_head(args)
     if args.text is not None:

@@ -14,6 +14,7 @@ from ._common import (
     load,
     model_name,
     precision_of,
+    reject_text_args_without_text,
     text_predictor,
 )
 
@@ -147,6 +148,11 @@ def _run_dataset(args: argparse.Namespace) -> int:
         raise CLIError(
             "--prompt cannot be used with --dataset: each object is prompted with its first annotated mask"
         )
+    if args.text is not None or args.detect_every is not None:
+        raise CLIError(
+            "--text and --detect-every do not apply to --dataset (its annotations are the prompts)"
+        )
+    reject_text_args_without_text(args)
     for flag, given in (("--no-png", args.no_png), ("--no-overlay", args.no_overlay)):
         if given:
             raise CLIError(f"{flag} does not apply to --dataset (it writes PNG masks only)")
@@ -207,12 +213,9 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{flag} applies only with --dataset")
     if args.text is not None:
         return _run_text(args)
-    for flag, given in (
-        ("--detect-every", args.detect_every is not None),
-        ("--detector", args.detector is not None),
-    ):
-        if given:
-            raise CLIError(f"{flag} goes with --text")
+    if args.detect_every is not None:
+        raise CLIError("--detect-every goes with --text")
+    reject_text_args_without_text(args)
     if not args.prompt:
         raise CLIError(
             "give at least one --prompt FRAME:OBJ:X,Y or FRAME:OBJ:box=X0,Y0,X1,Y1 (or --text WORDS)"
@@ -286,6 +289,7 @@ def _run_text(args: argparse.Namespace) -> int:
             write_pngs=not args.no_png,
             write_overlay=not args.no_overlay,
             progress=not args.quiet,
+            offload_state_to_cpu=args.offload_state,
         )
     except TextError as e:
         raise CLIError(str(e)) from None

@@ -273,7 +273,7 @@ class VosResult:
         """``{video: {object: {"J&F", "J", "F"}}}`` in percent, unrounded."""
         out: dict[str, dict[str, dict[str, float]]] = {v: {} for v in self.video_names}
         for video, obj, j, f in self.objects:
-            out.setdefault(video, {})[f"{obj:03}"] = {"J&F": (j + f) / 2, "J": j, "F": f}
+            out.setdefault(video, {})[_label(obj)] = {"J&F": (j + f) / 2, "J": j, "F": f}
         return out
 
     def csv(self) -> str:
@@ -311,6 +311,11 @@ class VosResult:
         }
 
 
+def _label(obj: Any) -> str:
+    """An object's name in the JSON: DAVIS ids as the table prints them (001), SA-V folder names as they are."""
+    return obj if isinstance(obj, str) else f"{obj:03}"
+
+
 def _is_video_dir(path: Path) -> bool:
     return path.is_dir() and not path.name.startswith(".")
 
@@ -320,6 +325,10 @@ def _resolve_gt_root(gt_root: Path, pred_root: Path) -> Path:
     ``Annotations/`` holds one folder per resolution (``480p``) and SA-V's the videos."""
     ann = gt_root / "Annotations"
     if ann.is_dir() and not (pred_root / "Annotations").is_dir():
+        # DAVIS: Annotations/480p/<video> (and Full-Resolution); SA-V: Annotations_6fps/<video>
+        for resolution in ("480p", "Full-Resolution"):
+            if (ann / resolution).is_dir():
+                return ann / resolution
         return ann
     return gt_root
 

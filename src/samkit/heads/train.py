@@ -237,6 +237,8 @@ def train_head(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history, best, start_epoch = state["history"], state["best"], state["epoch"]
+    if start_epoch == 0:
+        metrics_path.unlink(missing_ok=True)  # a fresh run starts a fresh log
     gen = torch.Generator().manual_seed(settings.seed)
     for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
         _batches(len(train_items), settings.batch_size, gen)
@@ -260,7 +262,7 @@ def train_head(
                 embed, high, target = _stack(train_items, idx, device)
                 loss = head_loss(head(embed, high), target, settings.dice_weight)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"the loss became {loss.item()} at step {step}; lower --lr")
+                    raise HeadError(f"the loss became {loss.item()} at step {step}; lower --lr")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

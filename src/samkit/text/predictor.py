@@ -102,8 +102,9 @@ class TextPredictor:
     def detect(self, images: list[np.ndarray], text: str, **kw) -> list[Detections]:
         """The detector's boxes for each image (after NMS), without masks."""
         phrases = parse_phrases(text)
-        bt = check_threshold("box_threshold", kw.get("box_threshold") or self.box_threshold)
-        tt = check_threshold("text_threshold", kw.get("text_threshold") or self.text_threshold)
+        bt, tt = kw.get("box_threshold"), kw.get("text_threshold")
+        bt = check_threshold("box_threshold", self.box_threshold if bt is None else bt)
+        tt = check_threshold("text_threshold", self.text_threshold if tt is None else tt)
         nms = kw.get("nms", self.nms)
         return [suppress(d, nms) for d in self.detector.detect(images, phrases, bt, tt)]
 

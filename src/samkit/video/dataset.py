@@ -518,7 +518,12 @@ def _model_identity(model) -> dict:
             name = resolve_name(model.model)
         except (KeyError, ValueError):
             name = model.model  # an unknown name fails when the model loads
-        return {"model": name, "precision": model.precision}
+        ckpt = None
+        if model.checkpoint and Path(model.checkpoint).is_file():
+            from ..eval.report import file_sha256
+
+            ckpt = file_sha256(model.checkpoint)
+        return {"model": name, "precision": model.precision, "checkpoint_sha256": ckpt}
     m = getattr(model, "model", model)  # a VideoPredictor's model
     return {
         "model": getattr(getattr(m, "cfg", None), "name", None),
@@ -542,11 +547,27 @@ def _check_job(out: Path, identity: dict) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(identity, indent=2, sort_keys=True)))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
 def _remove_temp_folders(out: Path) -> None:
-    # a process killed mid-video leaves its temporary folder: never a result, always safe to drop
+    """A process killed mid-video leaves its temporary folder (``.tmp-<video>-<pid>-<hex>``): never a
+    result, safe to drop once its process is gone; a live run's (another process on the same OUT) stays."""
     for p in out.glob(f"{TEMP_PREFIX}*"):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
+        if not p.is_dir():
+            continue
+        parts = p.name.rsplit("-", 2)
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def track_dataset(
@@ -611,6 +632,7 @@ def track_dataset(
             "layout": "per-object" if per_object_png else "palette",
             "score_thresh": score_thresh,
             "non_overlap": bool(non_overlap),
+            "dataset": ds.spec,
             **_model_identity(model),
         },
     )
