@@ -131,32 +131,15 @@ def _predictor(model, path):
 
 
 def test_page_auto_button_in_chromium(trained, tiny_model, tmp_path):
-    import socket
-    import threading
-
-    import httpx
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     from samkit.server import Settings, create_app
-    from server.test_browser import CHROMIUM, FLAGS  # tests/server: the same Chromium set-up
+    from server.live import CHROMIUM, FLAGS, serve  # tests/server: the same live server and Chromium
 
     out, images = trained
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+
     app = create_app(Settings(model="test-tiny"), model=tiny_model, head=PromptFreeHead.load(out))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            threading.Event().wait(0.1)
-    try:
+    with serve(app) as url:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
             page = browser.new_page(accept_downloads=True)
@@ -178,6 +161,3 @@ def test_page_auto_button_in_chromium(trained, tiny_model, tmp_path):
             doc = json.loads(path.read_text())
             assert [c["name"] for c in doc["categories"]] == ["disc", "rect"] and "head" not in doc
             browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -3,22 +3,10 @@ pick a candidate, download the PNG. Screenshots of each state go to the test's t
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 from PIL import Image
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from .live import CHROMIUM, FLAGS
 
 
 def test_click_to_mask_in_chromium(live_server, tmp_path):

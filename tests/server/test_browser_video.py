@@ -15,7 +15,7 @@ from PIL import Image
 from samkit import rle
 from samkit.predictors.video import VideoPredictor
 
-from .test_browser import CHROMIUM, FLAGS
+from .live import CHROMIUM, FLAGS
 
 
 def _status(page, prefix: str, timeout: int = 30000) -> str:

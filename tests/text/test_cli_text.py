@@ -174,31 +174,13 @@ def test_server_text(photos, dino_dir, tiny_model):
 
 
 def test_page_text_box_in_chromium(photos, dino_dir, tiny_model, tmp_path):
-    import socket
-    import threading
-
-    import httpx
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     from samkit.server import Settings, create_app
-    from server.test_browser import CHROMIUM, FLAGS
+    from server.live import CHROMIUM, FLAGS, serve  # tests/server: the same live server and Chromium
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(Settings(model="test-tiny", detector=str(dino_dir)), model=tiny_model)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            threading.Event().wait(0.1)
-    try:
+    with serve(app) as url:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
             page = browser.new_page()
@@ -217,6 +199,3 @@ def test_page_text_box_in_chromium(photos, dino_dir, tiny_model, tmp_path):
             assert status.startswith("found ") and ("truck" in status or "person" in status)
             assert int(page.locator("#overlay").get_attribute("data-mask-pixels")) > 0
             browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
