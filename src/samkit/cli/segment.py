@@ -22,7 +22,7 @@ from ._common import (
 def add_parser(sub) -> argparse.ArgumentParser:
     seg = sub.add_parser(
         "segment",
-        help="segment one image from point/box prompts (or with a prompt-free --head)",
+        help="segment one image from clicks or a box (or --text words, or a prompt-free --head)",
         description="Predict a mask for one image from point and box prompts and write it as PNG; "
         "with --head (samkit train-head), the head's classes with no prompt.",
         epilog="example: samkit segment photo.jpg --point 500,375 --point 300,200:0 --box 10,10,400,400 "
