@@ -207,3 +207,19 @@ def test_frame_cache_prefetch_failure_raises_where_the_frame_is_used(tmp_path):
     assert cache[0].shape == (3, 32, 32)
     with pytest.raises(VideoReadError, match="2.png"):
         cache[2]
+
+
+def test_video_file_serves_readers_on_several_threads(tmp_path):
+    """The tracker's prefetch thread and server requests read one file at once: every frame comes back
+    right (PyAV itself is not thread-safe; the file reader takes turns)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from samkit.video.io import VideoFile
+    from videogen import synthetic_frames, write_mp4
+
+    video = VideoFile(write_mp4(tmp_path / "clip.mp4", synthetic_frames(16)))
+    want = [video.frame(i) for i in range(16)]
+    order = [int(i) for i in np.random.default_rng(0).permutation(16)] * 3
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(video.frame, order))
+    assert all(np.array_equal(g, want[i]) for g, i in zip(got, order))

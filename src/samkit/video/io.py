@@ -156,6 +156,7 @@ class VideoFile(VideoSource):
         self.fps = float(self._stream.average_rate) if self._stream.average_rate else 30.0
         self._iter = None
         self._next = 0
+        self._lock = threading.Lock()
         self._seek(0)
 
     def __len__(self) -> int:
@@ -167,6 +168,12 @@ class VideoFile(VideoSource):
         self._next = None  # unknown until the first decoded frame tells its timestamp
 
     def frame(self, index: int) -> np.ndarray:
+        # one decoder, one reader at a time: the tracker's prefetch thread and a server request for a
+        # frame (the page's scrubbing, a text prompt) may ask at once, and PyAV is not thread-safe
+        with self._lock:
+            return self._frame(index)
+
+    def _frame(self, index: int) -> np.ndarray:
         index = self._check_index(index)
         if self._next is None or index < self._next or index > self._next + self.MAX_FORWARD_GAP:
             self._seek(index)
