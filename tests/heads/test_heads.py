@@ -220,6 +220,37 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=k)
 
 
+def test_embeddings_read_from_disk_when_they_would_not_fit_in_memory(tiny_model, coco_shapes, tmp_path):
+    kw = {"cache_dir": tmp_path / "c", "progress": False}
+    in_ram = train_head(
+        tiny_model, coco_shapes, ["disc", "rect"], tmp_path / "a.pt", HeadSettings(epochs=2), **kw
+    )
+    from_disk = train_head(
+        tiny_model,
+        coco_shapes,
+        ["disc", "rect"],
+        tmp_path / "b.pt",
+        HeadSettings(epochs=2, max_ram_gib=0),
+        **kw,
+    )
+    assert from_disk.encoded == 0  # the cache from the first run
+    assert [h["loss"] for h in from_disk.history] == pytest.approx(
+        [h["loss"] for h in in_ram.history], rel=1e-6
+    )
+    import samkit.heads.train as ht
+
+    items = ht._embed_all(
+        ClassImages(coco_shapes, ["disc", "rect"]),
+        [0, 1],
+        (),
+        EmbeddingCache(tmp_path / "c", tiny_model),
+        32,
+        type("Bar", (), {"update": lambda self: None})(),
+        max_bytes=0,
+    )
+    assert all(it.tensors is None and it.path.is_file() for it in items)
+
+
 def test_settings_are_checked():
     with pytest.raises(HeadError, match="lr must be > 0"):
         HeadSettings(lr=0)

@@ -61,6 +61,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--cache", default=None, help="embedding cache folder (default ~/.cache/samkit/embeddings)"
     )
+    p.add_argument(
+        "--max-ram-gib",
+        type=float,
+        default=4.0,
+        help="keep embeddings in memory up to this size, else read them from the cache each batch (default 4)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_args(p, fast=False)
     return p
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             val_fraction=args.val_fraction,
             seed=args.seed,
             precision=args.precision,
+            max_ram_gib=args.max_ram_gib,
         )
         from ..heads import ClassImages
 

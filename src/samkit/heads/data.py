@@ -137,16 +137,25 @@ class EmbeddingCache:
         h.update(np.ascontiguousarray(image).tobytes())
         return h.hexdigest()
 
+    def path_for(self, image: np.ndarray) -> Path:
+        """The cache file of an image's embedding (there once :meth:`get` has run)."""
+        return self.root / f"{self.image_key(image)}.pt"
+
+    @staticmethod
+    def read(path: Path) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+        return doc["embed"], list(doc["high_res"])
+
     def get(self, image: np.ndarray) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(1, C, h, w) embedding and high-res features (float16, CPU) of an RGB image."""
         from .. import transforms as T
 
-        path = self.root / f"{self.image_key(image)}.pt"
+        path = self.path_for(image)
         if path.is_file():
             try:
-                doc = torch.load(path, map_location="cpu", weights_only=True)
+                embed, high = self.read(path)
                 self.hits += 1
-                return doc["embed"], list(doc["high_res"])
+                return embed, high
             except Exception:  # a damaged entry is recomputed
                 path.unlink(missing_ok=True)
         dev = next(self.model.parameters()).device

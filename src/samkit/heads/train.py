@@ -35,6 +35,9 @@ class HeadSettings:
     val_fraction: float = 0.1
     seed: int = 0
     precision: str = "fp32"  # the encoder pass: fp32 or bf16
+    # embeddings kept in memory up to this many GiB (8 MB per image and flip at 1024 px); beyond it,
+    # each batch reads them back from the disk cache (same results, slower epochs)
+    max_ram_gib: float = 4.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -44,6 +47,7 @@ class HeadSettings:
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision}"),
+            (self.max_ram_gib >= 0, f"max_ram_gib must be >= 0, got {self.max_ram_gib}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -105,16 +109,39 @@ def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[k:]), sorted(order[:k])
 
 
+@dataclass
+class _Item:
+    """One training image (or flip): its embedding in memory, or the cache file to read it from."""
+
+    path: Path
+    target: torch.Tensor
+    tensors: tuple[torch.Tensor, list[torch.Tensor]] | None
+
+    def features(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.tensors if self.tensors is not None else EmbeddingCache.read(self.path)
+
+
 def _embed_all(
-    data: ClassImages, indices: list[int], augs: tuple[str, ...], cache: EmbeddingCache, grid: int, bar
-) -> list[tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]]:
-    out = []
+    data: ClassImages,
+    indices: list[int],
+    augs: tuple[str, ...],
+    cache: EmbeddingCache,
+    grid: int,
+    bar,
+    max_bytes: float = float("inf"),
+) -> list[_Item]:
+    out: list[_Item] = []
+    total = len(indices) * (1 + len(augs))
+    in_ram = True
     for i in indices:
         item = data.load(i)
         for a in ("none", *augs):
             img, lab = augment(item.image, item.labels, a)
             embed, high = cache.get(img)
-            out.append((embed, high, _targets(lab, grid)))
+            if in_ram and not out:  # the first one tells how much all of them would take
+                size = sum(t.numel() * t.element_size() for t in (embed, *high))
+                in_ram = size * total <= max_bytes
+            out.append(_Item(cache.path_for(img), _targets(lab, grid), (embed, high) if in_ram else None))
             bar.update()
     return out
 
@@ -124,12 +151,11 @@ def _batches(n: int, size: int, generator: torch.Generator) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, n, size)]
 
 
-def _stack(items, idx, device):
-    embed = torch.cat([items[i][0] for i in idx]).to(device).float()
-    high = [
-        torch.cat([items[i][1][lv] for i in idx]).to(device).float() for lv in range(len(items[idx[0]][1]))
-    ]
-    target = torch.stack([items[i][2] for i in idx]).to(device)
+def _stack(items: list[_Item], idx, device):
+    feats = [items[i].features() for i in idx]
+    embed = torch.cat([e for e, _ in feats]).to(device).float()
+    high = [torch.cat([h[lv] for _, h in feats]).to(device).float() for lv in range(len(feats[0][1]))]
+    target = torch.stack([items[i].target for i in idx]).to(device)
     return embed, high, target
 
 
@@ -199,11 +225,12 @@ def train_head(
     with tqdm(total=total, desc="encode images", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
         with autocast:
-            train_items = _embed_all(data, train_idx, settings.augment, cache, grid, bar)
+            cap = settings.max_ram_gib * 2**30
+            train_items = _embed_all(data, train_idx, settings.augment, cache, grid, bar, cap)
             if val is not None:
-                val_items = _embed_all(val, list(range(len(val))), (), cache, grid, bar)
+                val_items = _embed_all(val, list(range(len(val))), (), cache, grid, bar, cap)
             else:
-                val_items = _embed_all(data, val_idx, (), cache, grid, bar)
+                val_items = _embed_all(data, val_idx, (), cache, grid, bar, cap)
     embed_seconds = time.perf_counter() - t0
 
     torch.manual_seed(settings.seed)
@@ -216,7 +243,7 @@ def train_head(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
     )
     description = {
-        **asdict(settings),
+        **{k: v for k, v in asdict(settings).items() if k != "max_ram_gib"},  # where, not what
         "augment": list(settings.augment),
         "classes": list(classes),
         "data": data.spec,
