@@ -87,6 +87,8 @@ def test_save_load_round_trip_and_errors(tiny_model, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(back(embed, high), head(embed, high))
     back.check_model(tiny_model)
+    info = PromptFreeHead.read_info(path)  # without building the head
+    assert info == {**back.describe(), "image_size": 128} and info["classes"] == ["tree"]
     assert back.class_index("tree") == 0
     with pytest.raises(HeadError, match="no class 'car'; its classes: tree"):
         back.class_index("car")
@@ -100,6 +102,8 @@ def test_save_load_round_trip_and_errors(tiny_model, tmp_path):
     torch.save({"model": {}}, tmp_path / "ckpt.pt")
     with pytest.raises(HeadError, match="is not a samkit head"):
         PromptFreeHead.load(tmp_path / "ckpt.pt")
+    with pytest.raises(HeadError, match="is not a samkit head"):
+        PromptFreeHead.read_info(tmp_path / "ckpt.pt")
     (tmp_path / "broken.pt").write_bytes(b"nope")
     with pytest.raises(HeadError, match="cannot read head file"):
         PromptFreeHead.load(tmp_path / "broken.pt")

@@ -104,11 +104,11 @@ def run(args: argparse.Namespace) -> int:
         from ..heads import HeadError, PromptFreeHead
 
         try:
-            head = PromptFreeHead.load(args.head)
+            head_info = PromptFreeHead.read_info(args.head)  # the head itself loads in each worker
         except HeadError as e:
             raise CLIError(str(e)) from None
         if args.model is None:
-            args.model = head.variant
+            args.model = head_info["variant"]
     settings = BatchSettings(
         model=model_name(args),
         checkpoint=args.checkpoint,
@@ -134,8 +134,10 @@ def run(args: argparse.Namespace) -> int:
         # load here, so a bad --model/--checkpoint fails with one line before any work starts
         model = load(args)
         if args.head:
+            from ..heads.model import check_fits
+
             try:
-                head.check_model(model)
+                check_fits(head_info, model)
             except HeadError as e:
                 raise CLIError(str(e)) from None
         if args.text is not None:  # the detector loads (or fails) before any image is read

@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         from ..heads import HeadError, PromptFreeHead
 
         try:
-            settings = settings.model_copy(update={"model": PromptFreeHead.load(settings.head).variant})
+            settings = settings.model_copy(
+                update={"model": PromptFreeHead.read_info(settings.head)["variant"]}
+            )
         except HeadError as e:
             raise CLIError(str(e)) from None
     model = settings.load_model()

@@ -162,12 +162,7 @@ class PromptFreeHead(nn.Module):
 
     def check_model(self, model) -> None:
         """A clear error when ``model`` is not the variant (and image size) this head was trained on."""
-        name, size = model.cfg.name, model.cfg.image_size
-        if name != self.variant or size != self.image_size:
-            raise HeadError(
-                f"this head was trained on {self.variant} at {self.image_size} px, not {name} at {size} px: "
-                f"load it with --model {self.variant}"
-            )
+        check_fits(self.describe(), model)
 
     def class_index(self, name: str) -> int:
         """The position of class ``name`` in :attr:`classes` (an error listing them when unknown)."""
@@ -233,12 +228,9 @@ class PromptFreeHead(nn.Module):
         return atomic_write(path, lambda tmp: torch.save(doc, tmp))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device | None = "cpu") -> PromptFreeHead:
-        """A head saved by :meth:`save`."""
-        from ..checkpoints import build_model
+    def _read(cls, path: Path) -> dict:
         from ..configs import VARIANTS
 
-        path = Path(path).expanduser()
         if not path.is_file():
             raise HeadError(f"head file not found: {path}")
         try:
@@ -249,9 +241,26 @@ class PromptFreeHead(nn.Module):
             raise HeadError(f"{path} is not a samkit head (samkit train-head writes them)")
         if doc.get("version", 0) > FORMAT_VERSION:
             raise HeadError(f"{path} was written by a newer samkit (head format {doc.get('version')})")
+        if doc.get("variant") not in VARIANTS:
+            raise HeadError(f"{path} was trained on {doc.get('variant')!r}, which this samkit does not know")
+        return doc
+
+    @classmethod
+    def read_info(cls, path: str | os.PathLike) -> dict[str, Any]:
+        """What a head file says of itself (kind, classes, variant, image size, checkpoint hash),
+        checked, without building the head: for choosing the model before loading anything."""
+        doc = cls._read(Path(path).expanduser())
+        return {k: doc.get(k) for k in ("kind", "classes", "variant", "image_size", "checkpoint_sha256")}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = "cpu") -> PromptFreeHead:
+        """A head saved by :meth:`save`."""
+        from ..checkpoints import build_model
+        from ..configs import VARIANTS
+
+        path = Path(path).expanduser()
+        doc = cls._read(path)
         variant = doc["variant"]
-        if variant not in VARIANTS:
-            raise HeadError(f"{path} was trained on {variant!r}, which this samkit does not know")
         import dataclasses
 
         cfg = dataclasses.replace(VARIANTS[variant], image_size=int(doc["image_size"]))
@@ -300,3 +309,14 @@ def head_annotations(
                 }
             )
     return out
+
+
+def check_fits(info: dict[str, Any], model) -> None:
+    """A clear error when ``model`` is not the variant and image size a head (:meth:`PromptFreeHead.read_info`
+    or ``describe()``) was trained on."""
+    name, size = model.cfg.name, model.cfg.image_size
+    if name != info["variant"] or size != int(info["image_size"]):
+        raise HeadError(
+            f"this head was trained on {info['variant']} at {info['image_size']} px, not {name} at {size} px: "
+            f"load it with --model {info['variant']}"
+        )
