@@ -192,15 +192,7 @@ class Segmenter:
             self.head.check_model(model)
         self.text = None
         if settings.mode == "text":
-            from ..text import TextPredictor
-
-            self.text = TextPredictor(
-                self.predictor,
-                detector=settings.detector,
-                box_threshold=settings.box_threshold,
-                text_threshold=settings.text_threshold,
-                nms=settings.nms,
-            )
+            self._text_predictor()
         if settings.mode == "auto":
             self.generator = AutomaticMaskGenerator(
                 model, output_mode="coco_rle", fast=settings.precision == "bf16", **settings.auto
@@ -349,12 +341,12 @@ class Segmenter:
                 }
         return [o for o in out if o is not None] + extra
 
-    def _text_lines(self, image: np.ndarray, prompts: list[Prompt], which: list[int]) -> list[dict]:
-        """Prompt-file lines with ``text``: every object each names (the detector loads once)."""
-        from ..text import TextPredictor, TextResult
-        from ..text.predictor import masks_for_boxes
-
+    def _text_predictor(self):
+        """The job's TextPredictor (its detector loaded once): for text mode, and for a prompt file's
+        text lines."""
         if self.text is None:
+            from ..text import TextPredictor
+
             s = self.settings
             self.text = TextPredictor(
                 self.predictor,
@@ -363,9 +355,16 @@ class Segmenter:
                 text_threshold=s.text_threshold,
                 nms=s.nms,
             )
+        return self.text
+
+    def _text_lines(self, image: np.ndarray, prompts: list[Prompt], which: list[int]) -> list[dict]:
+        """Prompt-file lines with ``text``: every object each names (the detector loads once)."""
+        from ..text import TextResult
+        from ..text.predictor import masks_for_boxes
+
         out = []
         for j in which:
-            d = self.text.detect([image], prompts[j].text)[0]
+            d = self._text_predictor().detect([image], prompts[j].text)[0]
             masks, scores = masks_for_boxes(self.predictor, d.boxes, image.shape[:2])
             for a in TextResult(masks, d.boxes, d.labels, d.scores, scores, d.phrases).annotations():
                 a.pop("category_id")  # phrases differ per line: the line's own phrases name the object

@@ -12,12 +12,12 @@ so a typo on line 90 000 fails in a second, not after hours.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import prompts as P
+from .._files import file_sha256
 from .inputs import normalize_key
 
 
@@ -95,8 +95,4 @@ def load_prompts(path: str | Path) -> dict[str, list[Prompt]]:
 
 def file_digest(path: str | Path) -> str:
     """sha256 of a file, to recognise a rerun with the same prompts."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)

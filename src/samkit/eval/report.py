@@ -3,7 +3,6 @@ side-by-side table of several runs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -11,16 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write
+from .._files import atomic_write, file_sha256
 
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file (hex), read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+__all__ = ["RunInfo", "file_sha256", "table", "write_json"]
 
 
 @dataclass
