@@ -7,6 +7,7 @@ from .heads.model import PromptFreeHead
 from .modeling import SAM2Model
 from .predictors import AutomaticMaskGenerator, ImagePredictor, VideoPredictor, VideoState
 from .runtime import tune_allocator
+from .stream import StreamTracker
 from .text import TextPredictor
 
 # The reference's class names, so code written for Meta's `sam2` package needs only its imports
@@ -32,6 +33,7 @@ __all__ = [
     "SAM2ImagePredictor",
     "SAM2VideoPredictor",
     "SAM2Model",
+    "StreamTracker",
     "TextPredictor",
     "build_model",
     "build_sam2",

@@ -29,6 +29,7 @@ __all__ = [
     "load_model",
     "load_state_dict_file",
     "resolve_device",
+    "weights_sha256",
 ]
 
 
@@ -303,7 +304,32 @@ def load_model(
     model = apply_precision(model.to(dev).eval(), precision)
     # one execution policy, decided here from the device, the CPU and these settings
     model.policy = decide(dev, precision, compile=compile, cuda_graphs=cuda_graphs)
+    model.checkpoint_path = os.fspath(checkpoint)  # for weights_sha256: saved states name their weights
     return model
+
+
+def weights_sha256(model: SAM2Model) -> str:
+    """What identifies a model's weights: the SHA-256 of the checkpoint file it was loaded from
+    (``load_model``), else of its float32 state dict. Computed once per model (a large checkpoint
+    takes a few seconds)."""
+    cached = getattr(model, "_weights_sha256", None)
+    if cached is not None:
+        return cached
+    path = getattr(model, "checkpoint_path", None)
+    if path and os.path.isfile(path):
+        from ._files import file_sha256
+
+        digest = file_sha256(path)
+    else:
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in sorted(model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+        digest = "weights:" + h.hexdigest()
+    model._weights_sha256 = digest
+    return digest
 
 
 def apply_precision(model: SAM2Model, precision: str) -> SAM2Model:
