@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import live
 from ._common import (
     CLIError,
     add_model_args,
@@ -29,6 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "object's first annotated mask (like Meta's tools/vos_inference.py) and write the masks as the "
         "benchmark's PNGs; resumable.",
         epilog="examples: samkit track clip.mp4 --prompt 0:1:210,350 --prompt 0:2:box=300,0,500,400 --out result/\n"
+        "          samkit track rtsp://camera.local/stream --live --prompt 0:1:box=300,0,500,400 --out live/\n"
         "          samkit track --dataset davis:JPEGImages/480p:Annotations/480p --out results/davis\n"
         "          samkit track --dataset sav:sav_val --out results/sav_val --engine ray --address auto",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -37,7 +39,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "video",
         nargs="?",
         default=None,
-        help="video file (mp4, mov, ...) or folder of frames (00000.jpg, ...)",
+        help="video file (mp4, mov, ...) or folder of frames (00000.jpg, ...); with --live a camera "
+        "(/dev/video0), a stream URL (rtsp://, http(s)://) or a file still being written",
     )
     tr.add_argument(
         "--prompt",
@@ -91,6 +94,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     add_text_args(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    live.add_args(tr)
     ds = tr.add_argument_group("datasets (--dataset)")
     ds.add_argument(
         "--dataset",
@@ -196,6 +200,9 @@ def run(args: argparse.Namespace) -> int:
     from ..video.io import open_video
     from ..video.output import TrackingInterrupted, parse_frame_prompts, track_to_folder
 
+    if args.live:
+        return live.run(args)
+    live.reject_live_args(args)
     if args.video is not None and args.dataset is not None:
         raise CLIError("give either a video or --dataset SPEC, not both")
     if args.dataset is not None:
