@@ -416,6 +416,137 @@ def _reference_video_rows(model: SAM2Model, image: np.ndarray) -> dict[str, floa
     return _reference_video(pred, _video_frames(h, w, VIDEO_FRAMES), VIDEO_OBJECTS)
 
 
+# --- where the time goes (--profile) --------------------------------------------------------------
+
+
+PROFILED = ("encode", "click", "track")
+
+
+def _profile_calls(predictor, video, image: np.ndarray) -> dict[str, Callable[[], Callable[[], object]]]:
+    """An encode, a click and a tracked frame of a contender, each as a function that prepares the
+    call (not profiled) and returns it: ``predictor`` an ImagePredictor or the reference's (same
+    methods), ``video`` a function returning a generator that tracks one object from frame 0 of two
+    frames (the second is the tracked one)."""
+    h, w = image.shape[:2]
+
+    def encode():
+        return lambda: predictor.set_image(image)
+
+    def click():
+        predictor.set_image(image)
+        return lambda: predictor.predict(
+            point_coords=np.array([[w * 0.45, h * 0.5]]), point_labels=np.array([1])
+        )
+
+    def track():
+        frames = video()
+        next(frames)  # the prompted frame (its encoding and the click are not profiled)
+        return lambda: next(frames)  # one frame tracked from memory
+
+    return {"encode": encode, "click": click, "track": track}
+
+
+def _samkit_video(model: SAM2Model, image: np.ndarray):
+    from ..predictors import VideoPredictor
+
+    h, w = image.shape[:2]
+    frames = _video_frames(h, w, 1)
+    vp = VideoPredictor(model, progress=False)
+
+    def run():
+        st = vp.init_state(frames)
+        vp.add_new_points_or_box(st, 0, 1, points=_video_clicks(1, h, w), labels=[1])
+        return vp.propagate_in_video(st)
+
+    return run
+
+
+def _reference_video_call(model: SAM2Model, image: np.ndarray, folder: str):
+    from PIL import Image
+    from sam2.build_sam import build_sam2_video_predictor
+
+    pred = build_sam2_video_predictor(_reference_config(model), None, device=str(model.device))
+    pred.load_state_dict(model.state_dict(), strict=True)
+    h, w = image.shape[:2]
+    for i, f in enumerate(_video_frames(h, w, 1)):
+        Image.fromarray(f).save(f"{folder}/{i:05d}.jpg", quality=95)
+
+    def run():
+        st = pred.init_state(folder)
+        pred.add_new_points_or_box(st, 0, 1, points=np.array(_video_clicks(1, h, w)), labels=np.array([1]))
+        return pred.propagate_in_video(st)
+
+    return run
+
+
+def profile(model: SAM2Model, image: np.ndarray | None = None, reference: bool = True) -> dict:
+    """Where the time of an encode, a click and a tracked frame goes, by kind of operation
+    (:func:`samkit.profiling.profile_split`), for the exact path, the fast path (for a float32 model)
+    and the reference (when importable; its tracking under bf16 autocast, as it runs), with this
+    machine's fp32 and bf16 matmul rates. Each call is profiled once after a warm-up call."""
+    import copy
+    import tempfile
+
+    from ..checkpoints import apply_precision
+    from ..predictors import ImagePredictor
+    from ..profiling import matmul_gflops, profile_split
+
+    image = image if image is not None else _test_image(1200, 1800)
+    dev = model.device
+    out: dict = {
+        "info": {"model": model.cfg.name, "device": str(dev), "threads": torch.get_num_threads()},
+        "matmul_gflops": {
+            "fp32": round(matmul_gflops(torch.float32, device=dev), 2),
+            "bf16": round(matmul_gflops(torch.bfloat16, device=dev), 2),
+        },
+        "rows": {},
+    }
+    contenders = {"samkit": model}
+    if model.precision == "fp32":
+        contenders["samkit-fast"] = apply_precision(copy.deepcopy(model), "bf16")
+    calls = {
+        name: _profile_calls(ImagePredictor(m), _samkit_video(m, image), image)
+        for name, m in contenders.items()
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        ref_model = _reference_model(model) if reference else None
+        if ref_model is not None:
+            from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+            ref = _profile_calls(
+                SAM2ImagePredictor(ref_model), _reference_video_call(model, image, folder), image
+            )
+            # its video predictor runs only under bf16 autocast (it stores memory in bf16)
+            prepare = ref["track"]
+            ref["track"] = lambda: _under_autocast(_under_autocast(prepare, dev)(), dev)
+            calls["reference"] = ref
+        elif reference:
+            out["info"]["reference"] = (
+                "not profiled: sam2 is not importable or the model is not an official variant"
+            )
+        with torch.inference_mode():
+            for name, figs in calls.items():
+                out["rows"][name] = {}
+                for fig in PROFILED:
+                    figs[fig]()()  # warm-up
+                    out["rows"][name][fig] = profile_split(figs[fig](), dev)
+    return out
+
+
+def profile_table(result: dict) -> str:
+    """The profile as text: per contender and figure, milliseconds per kind and its share."""
+    from ..profiling import KINDS
+
+    head = f"{'':<13}{'':<8}{'wall ms':>9}" + "".join(f"{k:>22}" for k in KINDS)
+    lines = [head]
+    for name, figs in result["rows"].items():
+        for fig, split in figs.items():
+            ops = sum(split[k] for k in KINDS) or 1.0
+            cells = "".join(f"{1e3 * split[k]:>13.1f} ({100 * split[k] / ops:>3.0f}%)" for k in KINDS)
+            lines.append(f"{name:<13}{fig:<8}{1e3 * split['total']:>9.1f}{cells}")
+    return "\n".join(lines)
+
+
 # --- the command ---------------------------------------------------------------------------------
 
 
@@ -432,6 +563,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     be.add_argument("--no-reference", action="store_true", help="do not measure the reference")
     be.add_argument("--no-auto", action="store_true", help="skip automatic masks (slow)")
     be.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timings: where the time of an encode, a click and a tracked frame goes, by kind of "
+        "operation (matmul/attention, norms and elementwise, layout copies, upsampling), for exact, fast and "
+        "the reference, with this machine's fp32 and bf16 matmul rates",
+    )
+    be.add_argument(
         "--no-compile",
         action="store_true",
         help="time the fast path without its torch.compile'd mask upsampling (as `segment --fast` runs it)",
@@ -447,6 +585,19 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--runs must be at least 1")
     image = load_image(args.image) if args.image else None
     model = load(args)
+    if args.profile:
+        result = profile(model, image, reference=not args.no_reference)
+        rates = result["matmul_gflops"]
+        print(
+            f"{model.cfg.name} on {model.device}, {torch.get_num_threads()} threads; 2048x2048 matmul: "
+            f"{rates['fp32']:.1f} GFLOP/s fp32, {rates['bf16']:.1f} bf16 ({rates['bf16'] / rates['fp32']:.2f}x)"
+        )
+        print("milliseconds by kind of operation (operator self time; share of the operators' time):")
+        print(profile_table(result))
+        if "reference" in result["info"]:
+            print(result["info"]["reference"])
+        print("JSON " + json.dumps(result))
+        return 0
     res = measure(
         model,
         image,
