@@ -37,6 +37,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     sv.add_argument("--max-upload-mb", type=float, default=None, help="largest upload (default 32 MB)")
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this web origin (repeatable)")
     sv.add_argument(
+        "--stream-sessions", type=int, default=None, help="live sessions (/v1/stream) at once (default 4)"
+    )
+    sv.add_argument(
         "--head", default=None, help="a prompt-free head (samkit train-head): the page gets an 'Auto' button"
     )
     add_model_args(sv)
@@ -64,6 +67,7 @@ def settings_from_args(args: argparse.Namespace):
         "max_upload_bytes": None if args.max_upload_mb is None else int(args.max_upload_mb * 2**20),
         "cors_origins": tuple(args.cors_origin) or None,
         "head": args.head,
+        "stream_sessions": args.stream_sessions,
     }
     if args.fast:
         # the fast path; a server's clicks pay for compiling the mask upsampling once (at start-up)

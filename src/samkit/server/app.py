@@ -7,7 +7,6 @@ app = create_app()  # everything from the SAMKIT_* environment variables (or the
 
 from __future__ import annotations
 
-import hmac
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -15,20 +14,15 @@ from fastapi import Depends, FastAPI, Request
 from ..runtime import tune_allocator
 from ..transforms import warm_up_compiled
 from . import errors
-from .config import Settings
+from .config import Settings, bearer_token, key_ok
 from .errors import ApiError
-from .routes import health, images, page, segment, videos
+from .routes import health, images, page, segment, stream, videos
 from .sessions import Sessions
 from .state import Engine
 
 
 def _require_key(request: Request) -> None:
-    key = request.app.state.config.api_key
-    if not key:
-        return
-    header = request.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(token.encode(), key.encode()):
+    if not key_ok(request.app.state.config, bearer_token(request.headers.get("authorization"))):
         raise ApiError(
             401,
             "unauthorized",
@@ -54,6 +48,7 @@ def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI
         app.state.engine = Engine(m, config)
         app.state.engine.head = head if head is not None else config.load_head(m)
         app.state.sessions = Sessions(config.video_idle_seconds)
+        app.state.stream_sessions = 0  # live WebSocket sessions open now (routes/stream.py)
         try:
             yield
         finally:
@@ -80,6 +75,7 @@ def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI
     app.include_router(images.router, dependencies=auth)
     app.include_router(segment.router, dependencies=auth)
     app.include_router(videos.router, dependencies=auth)
+    app.include_router(stream.router)  # a WebSocket: it checks the key itself (header or ?key=)
     return app
 
 

@@ -8,6 +8,7 @@ environment's value, else the default). ``ServerConfig`` is the same class under
 
 from __future__ import annotations
 
+import hmac
 import os
 
 from pydantic import Field, ValidationError, field_validator
@@ -16,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ..configs import resolve_name
 from ..policy import PRECISIONS
 
-__all__ = ["ServerConfig", "Settings", "describe_error"]
+__all__ = ["ServerConfig", "Settings", "bearer_token", "describe_error", "key_ok"]
 
 
 class Settings(BaseSettings):
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
     cors_origins: tuple[str, ...] = ()
     # video sessions close after this long without a request
     video_idle_seconds: float = Field(600.0, gt=0)
+    # live tracking over the WebSocket /v1/stream: sessions at once, and how long one may stay silent
+    stream_sessions: int = Field(4, ge=1)
+    stream_idle_seconds: float = Field(60.0, gt=0)
     # a prompt-free head (samkit train-head) for POST /v1/segment {"head": true} and the page's button
     head: str | None = None
     # the detector of text prompts (Hugging Face id or local folder), loaded at the first text request
@@ -97,6 +101,20 @@ class Settings(BaseSettings):
             head.check_model(model)
             head = head.to(model.device)
         return head
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header ('' for none or another scheme)."""
+    header = header or ""
+    return header[7:] if header.lower().startswith("bearer ") else ""
+
+
+def key_ok(config: Settings, token: str | None) -> bool:
+    """Whether ``token`` is the server's API key (always true when the server has none). The one
+    comparison of keys (constant time), for HTTP routes and the WebSocket alike."""
+    if not config.api_key:
+        return True
+    return hmac.compare_digest((token or "").encode(), config.api_key.encode())
 
 
 # the former name (a frozen dataclass until the settings moved to pydantic-settings)

@@ -81,6 +81,7 @@ class Health(BaseModel):
     masks_cached: int
     queue: int
     video_sessions: int
+    stream_sessions: int = Field(0, description="live tracking sessions open on /v1/stream")
     head: dict | None = Field(None, description="the prompt-free head: kind and classes (null without one)")
 
 

@@ -21,6 +21,7 @@ def healthz(request: Request) -> Health:
         masks_cached=len(engine.masks),
         queue=engine.queue_size,
         video_sessions=len(request.app.state.sessions),
+        stream_sessions=request.app.state.stream_sessions,
         head=None
         if engine.head is None
         else {"kind": engine.head.kind, "classes": list(engine.head.classes)},
