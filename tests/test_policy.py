@@ -31,6 +31,8 @@ def test_cpu_decisions_for_every_feature_set(feats, precision):
     assert p.click_decoder == ("bf16" if bf16 and fast else "fp32")
     assert p.tracking_autocast is (bf16 and fast)
     assert p.amg_decoder == ("bf16" if fast else "fp32")
+    # the encoder too: emulated bf16 (no AVX512-BF16/AMX) made it slower than float32
+    assert p.encoder == ("bf16" if bf16 and fast else "fp32")
     # attention by matmuls exactly on AVX512-BF16 without AMX; the fused linear needs oneDNN and bf16
     assert p.attention == ("matmuls" if feats.avx512_bf16 and not feats.amx else "fused")
     assert p.fused_linear is (feats.onednn and fast)
@@ -48,6 +50,7 @@ def test_gpu_decisions(bf16_supported, precision):
     # launch-bound at a click's size: the light models stay float32, whatever the GPU supports
     assert p.click_decoder == "fp32" and not p.tracking_autocast
     assert p.amg_decoder == ("bf16" if bf16_supported else "fp32")
+    assert p.encoder == precision
     assert (p.attention, p.fused_linear) == ("fused", False)
     assert (p.upscale, p.upsample, p.amg_cells) == ("untiled", "interpolate", False)
     assert (p.prompt_group, p.prompt_group_bf16, p.encoder_batch) == (64, 64, 64)
@@ -123,6 +126,22 @@ def test_model_policy_is_decided_once_by_load_model(tiny_checkpoint, mock_cpu):
     assert exact.policy.compile and exact.policy.click_decoder == "fp32"
     samkit.checkpoints.apply_precision(exact, "bf16")
     assert exact.policy.precision == "bf16" and exact.policy.compile
+
+
+@pytest.mark.parametrize("fast_bf16", [False, True])
+def test_the_fast_encoder_is_bf16_only_where_bf16_pays(tiny_checkpoint, tiny_model, mock_cpu, fast_bf16):
+    """precision='bf16' casts the encoder where bf16 is native; on a CPU that emulates bf16 the fast
+    path keeps the float32 encoder, so it is the exact path: the same embedding, never slower."""
+    mock_cpu(avx512_bf16=fast_bf16)
+    fast = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint, device="cpu", precision="bf16")
+    assert fast.precision == "bf16" and fast.policy.encoder == ("bf16" if fast_bf16 else "fp32")
+    dtype = fast.image_encoder.trunk.patch_embed.proj.weight.dtype
+    assert dtype == (torch.bfloat16 if fast_bf16 else torch.float32)
+    image = torch.rand(1, 3, 128, 128)
+    with torch.inference_mode():
+        got, want = fast.forward_image(image).features[-1], tiny_model.forward_image(image).features[-1]
+    assert torch.equal(got, want) is (not fast_bf16)
+    torch.testing.assert_close(got, want, atol=0.1, rtol=0.1)
 
 
 def test_the_fast_decoder_follows_the_policy(tiny_model):

@@ -301,7 +301,9 @@ def load_model(
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point() and t.dtype != torch.float32:
             t.data = t.data.float()
-    model = apply_precision(model.to(dev).eval(), precision)
+    model = model.to(dev).eval()
+    model._policy_settings = {"compile": bool(compile), "cuda_graphs": bool(cuda_graphs)}
+    model = apply_precision(model, precision)
     # one execution policy, decided here from the device, the CPU and these settings
     model.policy = decide(dev, precision, compile=compile, cuda_graphs=cuda_graphs)
     model.checkpoint_path = os.fspath(checkpoint)  # for weights_sha256: saved states name their weights
@@ -333,13 +335,17 @@ def weights_sha256(model: SAM2Model) -> str:
 
 
 def apply_precision(model: SAM2Model, precision: str) -> SAM2Model:
-    """Put a float32 model on the exact (``"fp32"``: unchanged) or the fast path (``"bf16"``: its image
-    encoder cast to bfloat16 in place; see :func:`load_model`). Returns the model. A bf16 model cannot
-    go back to fp32 (its encoder weights were rounded): load it again instead."""
+    """Put a float32 model on the exact (``"fp32"``: unchanged) or the fast path (``"bf16"``; see
+    :func:`load_model`): its policy is decided again, and its image encoder is cast to bfloat16 in
+    place where the policy says bf16 pays (``policy.encoder``: not on CPUs that emulate bf16, where
+    the fast path's encoder stays float32). Returns the model. A bf16 model cannot go back to fp32
+    (its encoder weights may have been rounded): load it again instead."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if precision != model.precision:
         if precision == "fp32":
             raise ValueError("a bf16 model cannot be made fp32 again (its encoder was rounded); load it anew")
-        model.image_encoder.to(torch.bfloat16)
+        model._precision = "bf16"
+        if model.policy.encoder == "bf16":  # (the policy is decided anew for the new precision)
+            model.image_encoder.to(torch.bfloat16)
     return model

@@ -65,8 +65,12 @@ class Policy:
     :meth:`replace`. Field by field:
 
     - ``device``: the device type (``cpu``, ``cuda``, ``mps``) the decisions are for.
-    - ``precision``: ``fp32`` (exact: the reference's numbers) or ``bf16`` (the fast path: the image
-      encoder runs in bfloat16).
+    - ``precision``: ``fp32`` (exact: the reference's numbers) or ``bf16`` (the fast path: bfloat16
+      wherever it pays on this device).
+    - ``encoder``: the image encoder's dtype: ``bf16`` on the fast path where bfloat16 matmuls are
+      fast (CPUs with AVX512-BF16 or AMX, GPUs), ``fp32`` elsewhere -- other CPUs emulate bf16, and
+      there the bf16 encoder measured 5x slower than the float32 one (the fast path is then the exact
+      path, never slower than it).
     - ``compile``: the full-resolution upsampling of a click's masks runs as a ``torch.compile``'d
       loop (CPU).
     - ``cuda_graphs``: on CUDA, clicks replay recorded CUDA graphs.
@@ -92,6 +96,7 @@ class Policy:
 
     device: str = "cpu"
     precision: str = "fp32"
+    encoder: str = "fp32"
     compile: bool = False
     cuda_graphs: bool = False
     click_decoder: str = "fp32"
@@ -111,6 +116,7 @@ class Policy:
     def __post_init__(self) -> None:
         choices = {
             "precision": PRECISIONS,
+            "encoder": PRECISIONS,
             "click_decoder": PRECISIONS,
             "amg_decoder": PRECISIONS,
             "attention": ("fused", "matmuls"),
@@ -174,6 +180,8 @@ def decide(
     return Policy(
         device=kind,
         precision=precision,
+        # emulated bf16 (CPUs without AVX512-BF16/AMX) makes the encoder slower than float32
+        encoder="bf16" if bf16 and (fast or kind != "cpu") else "fp32",
         compile=bool(compile),
         cuda_graphs=bool(cuda_graphs) and kind == "cuda",
         click_decoder="bf16" if bf16 and light_bf16 else "fp32",

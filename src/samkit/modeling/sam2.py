@@ -30,6 +30,7 @@ class SAM2Model(nn.Module):
         self.cfg = cfg
         # how this model runs (samkit.policy): set by load_model, re-decided if the model moves
         self._policy_settings = {"compile": False, "cuda_graphs": True}
+        self._precision: str | None = None
         self._policy: Policy | None = None
         c, mem = cfg.d_model, cfg.mem_dim
         self.hidden_dim, self.mem_dim = c, mem
@@ -109,7 +110,12 @@ class SAM2Model(nn.Module):
 
     @property
     def precision(self) -> str:
-        return "bf16" if self.image_encoder.trunk.patch_embed.proj.weight.dtype == torch.bfloat16 else "fp32"
+        """``fp32`` (exact) or ``bf16`` (the fast path), as ``load_model`` / ``apply_precision`` set it.
+        The policy decides what runs in bf16 (``policy.encoder`` for the image encoder)."""
+        if self._precision is None:  # built directly: the encoder's dtype says
+            bf16 = self.image_encoder.trunk.patch_embed.proj.weight.dtype == torch.bfloat16
+            return "bf16" if bf16 else "fp32"
+        return self._precision
 
     @property
     def policy(self) -> Policy:
