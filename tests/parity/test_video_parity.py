@@ -131,11 +131,34 @@ def test_bedroom_session_matches_reference(variant, data_dir):
     n = 8
     frames, _ = _bedroom(data_dir, n)
     h, w = frames[0].shape[:2]
-    ref, ours = _pair(variant, 256)
-    with torch.inference_mode():
-        r = session(ref, _ref_state(ref, frames), h, w, n)
+    _, ours = _pair(variant, 256)
     o = session(ours, ours.init_state(frames), h, w, n)
-    compare(r, o)
+    compare(_reference_bedroom(variant, str(data_dir), n), o)
+
+
+@functools.lru_cache(maxsize=2)
+def _reference_bedroom(variant: str, data_dir: str, n: int):
+    """The reference's outputs of the bedroom session (shared by the tests that compare with it)."""
+    from pathlib import Path
+
+    frames, _ = _bedroom(Path(data_dir), n)
+    h, w = frames[0].shape[:2]
+    ref, _ = _pair(variant, 256)
+    with torch.inference_mode():
+        return session(ref, _ref_state(ref, frames), h, w, n)
+
+
+@pytest.mark.slow
+def test_static_memory_matches_reference(data_dir):
+    """The fixed-size memory bank (static shapes, issue #29) on the same session: objects with
+    different memories in one batch, an object added later, corrections, reverse, a mask prompt."""
+    n = 8
+    frames, _ = _bedroom(data_dir, n)
+    h, w = frames[0].shape[:2]
+    _, ours = _pair("sam2.1-hiera-tiny", 256)
+    static = samkit.VideoPredictor(ours.model, progress=False, batch_objects=True, static_memory=True)
+    o = session(static, static.init_state(frames), h, w, n)
+    compare(_reference_bedroom("sam2.1-hiera-tiny", str(data_dir), n), o)
 
 
 @pytest.mark.slow

@@ -29,9 +29,22 @@ __all__ = ["attention", "attention_by_matmuls"]
 _SCORE_CHUNK_BYTES = 16 << 20
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout_p: float = 0.0,
+    key_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)``, or :func:`attention_by_matmuls`
-    for bfloat16 CPU inference where the policy says ``attention="matmuls"``."""
+    for bfloat16 CPU inference where the policy says ``attention="matmuls"``. ``key_mask`` (B, Nk)
+    bool: only the keys where it is True are attended (a fixed-size memory bank's valid slots); the
+    result equals attention over those keys alone, up to rounding."""
+    if key_mask is not None:
+        mask = key_mask[:, None, None, :]  # (B, 1, 1, Nk): every head and query alike
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu" and current("cpu").attention == "matmuls":
+            return attention_by_matmuls(q, k, v, mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     if dropout_p > 0.0:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     if (
@@ -46,17 +59,28 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
     return F.scaled_dot_product_attention(q, k, v)
 
 
-def attention_by_matmuls(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v as matmuls, in chunks of queries of about 16 MiB of scores."""
+def attention_by_matmuls(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v as matmuls, in chunks of queries of about 16 MiB of scores; keys
+    where the boolean ``mask`` (broadcast to the scores) is False are left out."""
+    bias = (
+        None
+        if mask is None
+        else torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, -float("inf"))
+    )
     q = q * q.shape[-1] ** -0.5
     kt = k.transpose(-2, -1)
     rows = q.shape[-2]
     per_row = 2 * k.shape[-2] * math.prod(q.shape[:-2])  # bytes of one query row's bf16 scores
     chunk = max(16, _SCORE_CHUNK_BYTES // per_row)
     if chunk >= rows:
-        return torch.matmul(torch.matmul(q, kt).softmax(-1), v)
+        scores = torch.matmul(q, kt)
+        return torch.matmul((scores if bias is None else scores + bias).softmax(-1), v)
     out = q.new_empty(*q.shape[:-1], v.shape[-1])
     for s in range(0, rows, chunk):
         scores = torch.matmul(q[..., s : s + chunk, :], kt)
+        if bias is not None:
+            scores = scores + bias
         out[..., s : s + chunk, :] = torch.matmul(scores.softmax(-1), v)
     return out

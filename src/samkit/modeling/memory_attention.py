@@ -31,14 +31,21 @@ class MemoryAttentionLayer(nn.Module):
         self.dropout = 0.0
 
     def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor, num_k_exclude_rope: int = 0
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        num_k_exclude_rope: int = 0,
+        memory_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         p = self.dropout if self.training else 0.0
         h = self.norm1(x)
         x = x + F.dropout(self.self_attn(h, h, h), p, self.training)
         h = self.norm2(x)
         # keys carry their position encoding, queries do not (as configured for every SAM 2 model)
-        h = self.cross_attn_image(h, memory + memory_pos, memory, num_k_exclude_rope=num_k_exclude_rope)
+        h = self.cross_attn_image(
+            h, memory + memory_pos, memory, num_k_exclude_rope=num_k_exclude_rope, key_mask=memory_mask
+        )
         x = x + F.dropout(h, p, self.training)
         h = self.norm3(x)
         h = self.linear2(F.dropout(F.relu(self.linear1(h)), p, self.training))
@@ -49,7 +56,8 @@ class MemoryAttention(nn.Module):
     """Stack of :class:`MemoryAttentionLayer` with a final LayerNorm.
 
     curr, curr_pos: (B, HW, C); memory, memory_pos: (B, M, mem_dim) where the last
-    ``num_obj_ptr_tokens`` entries are object-pointer tokens. Returns (B, HW, C).
+    ``num_obj_ptr_tokens`` entries are object-pointer tokens; ``memory_mask`` (B, M) bool, optional:
+    only the entries where it is True are memory (a fixed-size bank with empty slots). Returns (B, HW, C).
     """
 
     def __init__(
@@ -75,8 +83,9 @@ class MemoryAttention(nn.Module):
         memory: torch.Tensor,
         memory_pos: torch.Tensor,
         num_obj_ptr_tokens: int = 0,
+        memory_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = curr + 0.1 * curr_pos
         for layer in self.layers:
-            x = layer(x, memory, memory_pos, num_k_exclude_rope=num_obj_ptr_tokens)
+            x = layer(x, memory, memory_pos, num_k_exclude_rope=num_obj_ptr_tokens, memory_mask=memory_mask)
         return self.norm(x)

@@ -188,8 +188,14 @@ class RoPEAttention(Attention):
         return self._rope_cache[key]
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        num_k_exclude_rope: int = 0,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``key_mask`` (B, Nk) bool: attend only to the keys where it is True."""
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         nq = q.shape[-2]
         q = apply_rope(q, self._rotations(nq, q.device))
@@ -209,7 +215,7 @@ class RoPEAttention(Attention):
             else:
                 k = apply_rope(k, rot)
         dropout = self.dropout if self.training else 0.0
-        return self.out_proj(self._merge(attention(q, k, v, dropout_p=dropout)))
+        return self.out_proj(self._merge(attention(q, k, v, dropout_p=dropout, key_mask=key_mask)))
 
 
 class TwoWayAttentionBlock(nn.Module):

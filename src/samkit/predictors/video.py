@@ -62,6 +62,11 @@ class VideoPredictor(ModelBacked):
         progress: show a progress bar while propagating.
         prefetch_frames: read and resize the next frame in a background thread while the current one
             is tracked (default: on a GPU, where that CPU work otherwise leaves the GPU idle).
+        static_memory: give memory attention a fixed-size memory bank (slots for conditioning frames,
+            recent frames and object pointers, with a validity mask) instead of one that grows during
+            the first frames: the step's shapes then do not depend on the frame index, and objects
+            with different memories batch together. The same masks (attention over the valid slots;
+            logits equal up to rounding). Off by default: on the CPU the empty slots cost compute.
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class VideoPredictor(ModelBacked):
         frame_cache_size: int = 8,
         progress: bool = True,
         prefetch_frames: bool | None = None,
+        static_memory: bool = False,
     ) -> None:
         if not isinstance(model, SAM2Model):
             raise TypeError(
@@ -104,6 +110,7 @@ class VideoPredictor(ModelBacked):
         self.frame_cache_size = max(1, frame_cache_size)
         self.progress = progress
         self.prefetch_frames = model.policy.prefetch_frames if prefetch_frames is None else prefetch_frames
+        self.static_memory = static_memory
 
     # --- session ------------------------------------------------------------------------------
 
@@ -406,7 +413,7 @@ class VideoPredictor(ModelBacked):
                 reverse,
                 run_mem_encoder=True,
                 prev_logits=None,
-                plan=group[0][1],
+                plans=[plan for _, plan in group],
             )
             for j, i in enumerate(idx):
                 objects[i].non_cond[frame_idx] = out.select(j)
@@ -422,7 +429,10 @@ class VideoPredictor(ModelBacked):
         groups: dict[trk.MemoryPlan, list] = {}
         for i, obj in zip(indices, objs):
             plan = trk.memory_plan(self.model, frame_idx, obj.cond, obj.non_cond, state.num_frames, reverse)
-            key = plan if self.batch_objects else (plan, i)
+            if self.static_memory:  # a fixed-size bank: objects batch whatever their memories
+                key = 0 if self.batch_objects else i
+            else:
+                key = plan if self.batch_objects else (plan, i)
             groups.setdefault(key, []).append((i, plan))
         return list(groups.values())
 
@@ -437,7 +447,7 @@ class VideoPredictor(ModelBacked):
         reverse: bool,
         run_mem_encoder: bool,
         prev_logits,
-        plan=None,
+        plans=None,
     ) -> tuple[trk.FrameOutput, torch.Tensor]:
         """One tracking step on one frame for a batch of objects. Returns the stored output and the
         low-res logits (B, 1, 4h, 4w) on the compute device."""
@@ -449,13 +459,16 @@ class VideoPredictor(ModelBacked):
         else:
             memory = None
             if not is_init_cond:
-                if plan is None:
-                    plan = trk.memory_plan(
-                        model, frame_idx, objs[0].cond, objs[0].non_cond, state.num_frames, reverse
-                    )
-                memory = trk.assemble_memory(
-                    model, plan, [(o.cond, o.non_cond) for o in objs], state.num_frames, state.device
-                )
+                if plans is None:
+                    plans = [
+                        trk.memory_plan(model, frame_idx, o.cond, o.non_cond, state.num_frames, reverse)
+                        for o in (objs if self.static_memory else objs[:1])
+                    ]
+                stores = [(o.cond, o.non_cond) for o in objs]
+                if self.static_memory:
+                    memory = trk.assemble_memory_static(model, plans, stores, state.num_frames, state.device)
+                else:
+                    memory = trk.assemble_memory(model, plans[0], stores, state.num_frames, state.device)
             pix = trk.condition_on_memory(model, feats, is_init_cond, memory)
             mask_inputs = prev_logits if prev_logits is not None else mask
             num_pts = 0 if points is None else points[1].shape[1]

@@ -255,6 +255,83 @@ def assemble_memory(
     return torch.cat(mems, dim=1), torch.cat(poss, dim=1), num_ptr_tokens
 
 
+def static_slots(model: SAM2Model, plans: list[MemoryPlan]) -> tuple[int, int, int]:
+    """The fixed memory layout for these plans: (conditioning-frame slots, recent-frame slots,
+    object-pointer slots). Only the first depends on the session (its conditioning frames, rounded up
+    to a power of two); none depends on the frame index."""
+    cfg = model.cfg
+    most = max((sum(1 for s in p.spatial if s[0] == 0) for p in plans), default=1)
+    cond = 1 << max(0, most - 1).bit_length()
+    recent = max(cfg.num_maskmem - 1, 0)
+    pointers = (cond + cfg.max_obj_ptrs_in_encoder - 1) if cfg.use_obj_ptrs_in_encoder else 0
+    return cond, recent, pointers
+
+
+def assemble_memory_static(
+    model: SAM2Model,
+    plans: list[MemoryPlan],
+    stores: list[tuple[dict[int, FrameOutput], dict[int, FrameOutput]]],
+    num_frames: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    """The memory of B objects (object b: ``plans[b]`` over ``stores[b]``, plans may differ) in a
+    fixed-size bank: slots for conditioning frames, for the ``num_maskmem - 1`` recent frames and for
+    the object pointers (:func:`static_slots`), with a validity mask instead of a length that grows
+    during the first frames. Attention over the valid entries equals :func:`assemble_memory`'s (keys
+    are attended regardless of their order: the pointers are not rotated, and a memory frame's
+    rotation depends only on the position within its frame).
+
+    Returns memory (B, M, mem_dim), position encoding (B, M, mem_dim), the number of pointer tokens
+    at the end, and the mask (B, M) of valid entries.
+    """
+    cfg = model.cfg
+    c, mem_dim = model.hidden_dim, model.mem_dim
+    cond_slots, recent_slots, ptr_slots = static_slots(model, plans)
+    b = len(plans)
+    first = next(_lookup(t, ic, *stores[i]) for i, p in enumerate(plans) for _, t, ic in p.spatial)
+    hw = first.maskmem_features.shape[-2] * first.maskmem_features.shape[-1]
+    per_ptr = c // mem_dim if mem_dim < c else 1
+    n_spatial = (cond_slots + recent_slots) * hw
+    n_ptr = ptr_slots * per_ptr
+    dtype = first.maskmem_features.dtype
+    mem = torch.zeros(b, n_spatial + n_ptr, mem_dim, device=device, dtype=dtype)
+    pos = torch.zeros(b, n_spatial + n_ptr, mem_dim, device=device)
+    valid = torch.zeros(b, n_spatial + n_ptr, dtype=torch.bool, device=device)
+    enc = first.maskmem_pos_enc[:1].to(device).flatten(2).transpose(1, 2)[0]  # (hw, mem_dim), every frame's
+    for i, (plan, (cond, non_cond)) in enumerate(zip(plans, stores)):
+        k = 0  # next conditioning slot
+        for t_pos, t, is_cond in plan.spatial:
+            if t_pos == 0:
+                slot, k = k, k + 1
+            else:
+                slot = cond_slots + t_pos - 1
+            sl = slice(slot * hw, (slot + 1) * hw)
+            mem[i, sl] = _lookup(t, is_cond, cond, non_cond).maskmem_features[0].flatten(1).t()
+            pos[i, sl] = enc + model.maskmem_tpos_enc[cfg.num_maskmem - t_pos - 1].reshape(1, mem_dim)
+            valid[i, sl] = True
+    if ptr_slots:
+        ptrs = torch.zeros(b, ptr_slots, c, device=device)
+        positions = torch.zeros(b, ptr_slots, device=device)
+        for i, (plan, (cond, non_cond)) in enumerate(zip(plans, stores)):
+            for j, (p, t, is_cond) in enumerate(plan.pointers):
+                ptrs[i, j] = _lookup(t, is_cond, cond, non_cond).obj_ptr[0]
+                positions[i, j] = p
+            valid[i, n_spatial : n_spatial + len(plan.pointers) * per_ptr] = True
+        if cfg.add_tpos_enc_to_obj_ptrs:
+            t_diff_max = max(min(num_frames, cfg.max_obj_ptrs_in_encoder) - 1, 1)
+            tpos_dim = c if cfg.proj_tpos_enc_in_obj_ptrs else mem_dim
+            obj_pos = model.obj_ptr_tpos_proj(sine_pe_1d(positions.flatten() / t_diff_max, tpos_dim))
+            obj_pos = obj_pos.reshape(b, ptr_slots, mem_dim)
+        else:
+            obj_pos = ptrs.new_zeros(b, ptr_slots, mem_dim)
+        if mem_dim < c:
+            ptrs = ptrs.reshape(b, ptr_slots, per_ptr, mem_dim).flatten(1, 2)
+            obj_pos = obj_pos.repeat_interleave(per_ptr, dim=1)
+        mem[:, n_spatial:] = ptrs.to(dtype)
+        pos[:, n_spatial:] = obj_pos
+    return mem, pos, n_ptr, valid
+
+
 # --- 3. memory attention --------------------------------------------------------------------
 
 
@@ -262,9 +339,10 @@ def condition_on_memory(
     model: SAM2Model,
     feats: FrameFeatures,
     is_init_cond_frame: bool,
-    memory: tuple[torch.Tensor, torch.Tensor, int] | None,
+    memory: tuple | None,
 ) -> torch.Tensor:
-    """Current-frame features (B, C, h, w) fused with the memory (see :func:`assemble_memory`)."""
+    """Current-frame features (B, C, h, w) fused with the memory: :func:`assemble_memory`'s (memory,
+    position encoding, pointer tokens) or :func:`assemble_memory_static`'s, which adds the mask."""
     top = feats.top
     b, c, h, w = top.shape
     if model.cfg.num_maskmem == 0:
@@ -275,12 +353,13 @@ def condition_on_memory(
         memory = (model.no_mem_embed.expand(b, 1, -1), model.no_mem_pos_enc.expand(b, 1, -1), 0)
     if memory is None:
         raise ValueError("a frame that is not an initial conditioning frame needs memory")
-    mem, mem_pos, n_ptr = memory
+    mem, mem_pos, n_ptr = memory[:3]
+    mask = memory[3] if len(memory) > 3 else None
     curr = top.flatten(2).transpose(1, 2)
     curr_pos = feats.top_pos.flatten(2).transpose(1, 2)
     # the fast path's attention over thousands of memory tokens is most of a tracked frame: bf16 there
     with model.fast_autocast():
-        out = model.memory_attention(curr, curr_pos, mem, mem_pos, num_obj_ptr_tokens=n_ptr)
+        out = model.memory_attention(curr, curr_pos, mem, mem_pos, num_obj_ptr_tokens=n_ptr, memory_mask=mask)
     return out.float().transpose(1, 2).reshape(b, c, h, w)
 
 
