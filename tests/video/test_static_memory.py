@@ -94,3 +94,74 @@ def test_masked_attention_equals_attention_over_the_valid_keys(matmuls):
             got = attention(q, k, v, key_mask=mask)[i : i + 1]
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert np.isfinite(attention(q, k, v, key_mask=mask).numpy()).all()
+
+
+# --- the tracking step as a CUDA graph (recording replaced by a re-run, as in tests/predictors/test_graphs.py)
+
+
+class _Replay:
+    def __init__(self, fn, args, outputs):
+        self.fn, self.args, self.outputs = fn, args, outputs
+
+    def replay(self):
+        for out, new in zip(self.outputs, self.fn(*self.args)):
+            out.copy_(new)
+
+
+@pytest.fixture()
+def graphed(monkeypatch):
+    import weakref
+
+    from samkit.predictors import _graphs
+
+    def fake_capture(self, fn, args):
+        outputs = fn(*args)
+        return _Replay(fn, args, outputs), outputs
+
+    monkeypatch.setattr(_graphs, "_BY_MODEL", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(_graphs.StepGraphs, "_capture", fake_capture)
+    monkeypatch.setattr(samkit.VideoPredictor, "_use_cuda_graphs", lambda self: True)
+    return _graphs
+
+
+def forward(model, objects=2, frames=8, **kw):
+    pred = samkit.VideoPredictor(model, progress=False, static_memory=True, batch_objects=True, **kw)
+    state = pred.init_state(FRAMES[:frames])
+    for i in range(objects):
+        pred.add_new_points_or_box(state, 0, i + 1, points=[[15 + 30 * i, 30]], labels=[1])
+    return {f: m.clone() for f, _, m in pred.propagate_in_video(state)}
+
+
+def test_replayed_steps_equal_eager_ones(tiny_model, graphed):
+    replayed = forward(tiny_model)
+    graphs = graphed.step_graphs_for(tiny_model)
+    # frame 0 is the prompted one; frame 1 runs eagerly (a shape seen once), frame 2 records it
+    assert (graphs.recorded, graphs.replays) == (1, 6)
+    graphed._BY_MODEL.clear()
+    samkit.VideoPredictor._use_cuda_graphs = lambda self: False  # (undone by monkeypatch)
+    eager = forward(tiny_model)
+    for f in eager:
+        assert torch.equal(replayed[f], eager[f]), f
+
+
+def test_step_graphs_are_keyed_by_shape_and_evicted(tiny_model, graphed, monkeypatch):
+    monkeypatch.setattr(graphed, "MAX_STEP_GRAPHS", 1)
+    forward(tiny_model, objects=1, frames=4)
+    forward(tiny_model, objects=2, frames=4)  # another batch size: another graph
+    graphs = graphed.step_graphs_for(tiny_model)
+    assert graphs.recorded == 2 and len(graphs.graphs) == 1
+
+
+def test_a_failed_step_recording_warns_once_and_stays_eager(tiny_model, graphed, monkeypatch):
+    def failing(self, fn, args):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphed.StepGraphs, "_capture", failing)
+    with pytest.warns(RuntimeWarning, match="tracking runs eagerly") as caught:
+        got = forward(tiny_model, frames=6)
+    assert len(caught) == 1
+    graphs = graphed.step_graphs_for(tiny_model)
+    assert graphs.failed and graphs.replays == 0
+    monkeypatch.setattr(samkit.VideoPredictor, "_use_cuda_graphs", lambda self: False)
+    want = forward(tiny_model, frames=6)
+    assert all(torch.equal(got[f], want[f]) for f in want)

@@ -26,7 +26,7 @@ import torch
 
 from ..modeling.mask_decoder import DecoderInputs
 
-__all__ = ["DecoderGraphs", "graphs_for"]
+__all__ = ["DecoderGraphs", "StepGraphs", "graphs_for", "step_graphs_for"]
 
 # Graphs kept per decoder (least recently used dropped): the number of points in a prompt grows by
 # one with each refining click, so an annotator's session needs about as many shapes as clicks.
@@ -159,18 +159,105 @@ class DecoderGraphs:
         return entry
 
     def _capture(self, fn: DecodeFn, args: tuple) -> tuple[torch.cuda.CUDAGraph, tuple]:
-        """Record ``fn(*args)``: the graph, and the output tensors each replay writes."""
-        with torch.cuda.device(args[1].device):
-            # the first run of a shape (lazy library set-up, workspace allocation) must not
-            # happen while recording: run it once on a side stream first, as PyTorch advises
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                fn(*args)
-            torch.cuda.current_stream().wait_stream(side)
-            if self.pool is None:
-                self.pool = torch.cuda.graph_pool_handle()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                outputs = fn(*args)
-        return graph, outputs
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        return capture(fn, args, args[1].device, self.pool)
+
+
+def capture(fn: Callable, args: tuple, device: torch.device, pool) -> tuple[torch.cuda.CUDAGraph, tuple]:
+    """Record ``fn(*args)`` on ``device`` into the memory ``pool``: the graph, and the output tensors
+    each replay writes."""
+    with torch.cuda.device(device):
+        # the first run of a shape (lazy library set-up, workspace allocation) must not happen while
+        # recording: run it once on a side stream first, as PyTorch advises
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn(*args)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            outputs = fn(*args)
+    return graph, outputs
+
+
+# --- a tracked frame ---------------------------------------------------------------------------------
+
+# Graphs kept per model: one per (objects in a batch, conditioning-frame slots, flags) shape.
+MAX_STEP_GRAPHS = 8
+
+_BY_MODEL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def step_graphs_for(model: torch.nn.Module) -> StepGraphs:
+    """The tracking-step graphs of ``model`` (made on first use; they go when the model does)."""
+    with _BY_DECODER_LOCK:
+        graphs = _BY_MODEL.get(model)
+        if graphs is None:
+            graphs = _BY_MODEL[model] = StepGraphs()
+        return graphs
+
+
+class StepGraphs:
+    """Recorded tracking steps of one model: :meth:`run` is ``fn(*inputs)`` -- a pure function of its
+    tensors, the fixed-size memory bank's step (memory attention, heads, memory encoder) -- replayed
+    from a CUDA graph recorded the second time its shapes (and ``key``) come. Inputs are copied into
+    the graph's own buffers; outputs are copied out. A recording that fails warns once, and every
+    step runs eagerly after it (same results)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.graphs: OrderedDict[tuple, tuple] = OrderedDict()
+        self.seen: Counter = Counter()
+        self.pool = None
+        self.failed: str | None = None
+        self.replays = 0  # (read by tests and benchmarks)
+        self.recorded = 0
+
+    def run(self, fn: Callable[..., tuple], inputs: tuple[torch.Tensor, ...], key: tuple) -> tuple:
+        if self.failed is not None:
+            return fn(*inputs)
+        key = (key, _signature(inputs))
+        with self.lock:
+            entry = self.graphs.get(key)
+            if entry is None:
+                if len(self.seen) > 4 * MAX_STEP_GRAPHS:
+                    self.seen.clear()
+                self.seen[key] += 1
+                if self.seen[key] >= 2:
+                    entry = self._record(fn, inputs, key)
+            if entry is not None:
+                self.graphs.move_to_end(key)
+                graph, static, outputs = entry
+                for dst, src in zip(static, inputs):
+                    dst.copy_(src)
+                graph.replay()
+                self.replays += 1
+                return tuple(o.clone() for o in outputs)
+        return fn(*inputs)
+
+    def _record(self, fn, inputs: tuple, key: tuple) -> tuple | None:
+        static = tuple(t.clone() for t in inputs)
+        try:
+            graph, outputs = self._capture(fn, static)
+        except Exception as e:  # an operation that cannot be recorded: eager from now on
+            self.failed = f"{type(e).__name__}: {e}"
+            self.graphs.clear()
+            warnings.warn(
+                f"samkit: recording a CUDA graph of the tracking step failed ({self.failed}); "
+                "tracking runs eagerly (same results, slower)",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+            return None
+        entry = (graph, static, outputs)
+        self.graphs[key] = entry
+        self.recorded += 1
+        while len(self.graphs) > MAX_STEP_GRAPHS:
+            self.graphs.popitem(last=False)
+        return entry
+
+    def _capture(self, fn, args: tuple) -> tuple[torch.cuda.CUDAGraph, tuple]:
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        return capture(fn, args, args[0].device, self.pool)

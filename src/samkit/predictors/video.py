@@ -38,6 +38,7 @@ from ..video import tracking as trk
 from ..video.io import FrameCache, open_video
 from ..video.state import ObjectTrack, VideoState
 from ._base import ModelBacked
+from ._graphs import step_graphs_for
 
 __all__ = ["ObjectTrack", "VideoPredictor", "VideoState"]
 
@@ -469,8 +470,6 @@ class VideoPredictor(ModelBacked):
                     memory = trk.assemble_memory_static(model, plans, stores, state.num_frames, state.device)
                 else:
                     memory = trk.assemble_memory(model, plans[0], stores, state.num_frames, state.device)
-            pix = trk.condition_on_memory(model, feats, is_init_cond, memory)
-            mask_inputs = prev_logits if prev_logits is not None else mask
             num_pts = 0 if points is None else points[1].shape[1]
             cfg = model.cfg
             multimask = (
@@ -478,6 +477,20 @@ class VideoPredictor(ModelBacked):
                 and (is_init_cond or cfg.multimask_output_for_tracking)
                 and cfg.multimask_min_pt_num <= num_pts <= cfg.multimask_max_pt_num
             )
+            if (
+                self.static_memory
+                and memory is not None
+                and points is None
+                and mask is None
+                and prev_logits is None
+                and run_mem_encoder
+                and cfg.num_maskmem > 0
+                and self._use_cuda_graphs()
+            ):
+                # a tracked frame with the fixed-size bank: its shapes are fixed, so it can be replayed
+                return self._graphed_frame(state, self._features(state, frame_idx), b, memory, multimask)
+            pix = trk.condition_on_memory(model, feats, is_init_cond, memory)
+            mask_inputs = prev_logits if prev_logits is not None else mask
             heads = trk.sam_heads(model, pix, feats.high_res, points, mask_inputs, multimask)
         mem = pos = None
         if run_mem_encoder and model.cfg.num_maskmem > 0:
@@ -491,6 +504,11 @@ class VideoPredictor(ModelBacked):
             )
             pos = self._pos_enc(state, pos)
             mem = mem.to(state.storage_device)
+        return self._frame_output(state, heads, mem, pos)
+
+    def _frame_output(
+        self, state: VideoState, heads: trk.HeadsOutput, mem, pos
+    ) -> tuple[trk.FrameOutput, torch.Tensor]:
         pred = heads.low_res_masks
         if self.fill_hole_area > 0:
             pred = fill_small_regions(pred, self.fill_hole_area, 0.0, foreground=False, value=0.1)
@@ -502,6 +520,49 @@ class VideoPredictor(ModelBacked):
             maskmem_pos_enc=pos if mem is not None else state.maskmem_pos_enc,
         )
         return out, pred
+
+    def _use_cuda_graphs(self) -> bool:
+        return self.model.policy.cuda_graphs
+
+    def _graphed_frame(
+        self, state: VideoState, feats: trk.FrameFeatures, b: int, memory: tuple, multimask: bool
+    ) -> tuple[trk.FrameOutput, torch.Tensor]:
+        """A tracked frame with the fixed-size memory bank -- memory attention, heads and memory encoder
+        as one pure function of tensors -- replayed from a CUDA graph per shape
+        (:class:`~samkit.predictors._graphs.StepGraphs`); the same kernels, so the same results."""
+        model = self.model
+        mem, mem_pos, n_ptr, valid = memory
+        levels = len(feats.high_res)
+        binarize = self.binarize_mask_from_pts_for_mem_enc
+
+        def step(top, top_pos, *rest):
+            # the frame's features (batch 1) are expanded to the objects here, as on the eager path
+            high_res, (bank, bank_pos, bank_valid) = list(rest[:levels]), rest[levels:]
+            f = trk.FrameFeatures(high_res, top, top_pos).expand(b)
+            top, high_res = f.top, f.high_res
+            pix = trk.condition_on_memory(model, f, False, (bank, bank_pos, n_ptr, bank_valid))
+            h = trk.sam_heads(model, pix, high_res, None, None, multimask)
+            feats_mem, pos_mem = trk.encode_memory(
+                model, top, h.high_res_masks, h.object_score_logits, False, binarize_mask_from_pts=binarize
+            )
+            return (
+                h.low_res_masks,
+                h.high_res_masks,
+                h.ious,
+                h.obj_ptr,
+                h.object_score_logits,
+                feats_mem,
+                pos_mem,
+            )
+
+        inputs = (feats.top, feats.top_pos, *feats.high_res, mem, mem_pos, valid)
+        low, high, ious, ptr, score, feats_mem, pos_mem = step_graphs_for(model).run(
+            step, inputs, key=(b, n_ptr, multimask, binarize)
+        )
+        heads = trk.HeadsOutput(low, high, ious, ptr, score)
+        return self._frame_output(
+            state, heads, feats_mem.to(state.storage_device), self._pos_enc(state, pos_mem)
+        )
 
     def _pos_enc(self, state: VideoState, pos: torch.Tensor) -> torch.Tensor:
         """The memory position encoding is the same for every frame and object: keep one copy."""
