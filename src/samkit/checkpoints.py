@@ -306,7 +306,9 @@ def load_model(
     model = apply_precision(model, precision)
     # one execution policy, decided here from the device, the CPU and these settings
     model.policy = decide(dev, precision, compile=compile, cuda_graphs=cuda_graphs)
-    model.checkpoint_path = os.fspath(checkpoint)  # for weights_sha256: saved states name their weights
+    model.checkpoint_path = os.path.abspath(
+        os.fspath(checkpoint)
+    )  # for weights_sha256: saved states name their weights
     return model
 
 

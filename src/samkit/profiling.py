@@ -159,7 +159,8 @@ def profile_split(fn: Callable[[], object], device: torch.device | str = "cpu") 
         wall = time.perf_counter() - t
     for e in prof.key_averages():
         if device.type == "cuda":
-            us = getattr(e, "self_device_time_total", 0.0)
+            # (named self_cuda_time_total before torch 2.4)
+            us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
         else:
             us = e.self_cpu_time_total
         if us > 0 and "::" in e.key:

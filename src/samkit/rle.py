@@ -16,6 +16,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_uncompressed",
+    "object_records",
     "string_to_counts",
     "bbox",
     "to_bbox",
@@ -123,6 +124,12 @@ def _counts(rle: dict) -> np.ndarray:
     """The run lengths of a compressed or uncompressed RLE, as an int64 array."""
     c = rle["counts"]
     return _string_counts(c) if isinstance(c, (str, bytes)) else np.asarray(c, dtype=np.int64).ravel()
+
+
+def object_records(obj_ids, masks) -> list[dict]:
+    """Objects' binary masks as the video and stream outputs write them:
+    ``[{"obj_id", "area", "rle"}]``, one per id (``masks``: HxW bool arrays, same order)."""
+    return [{"obj_id": o, "area": int(m.sum()), "rle": encode(m)} for o, m in zip(obj_ids, masks)]
 
 
 def decode(rle: dict) -> np.ndarray:

@@ -188,6 +188,13 @@ def test_recoverable_errors_keep_the_socket_open(make_client):
             ws.send_json(command)
             answer = ws.receive_json()
             assert answer["command"] == next(iter(command)) and answer["error"]["code"] == code, answer
+        # a session's bounds: clicks waiting for one frame, objects
+        many = {"prompts": {"1": {"points": [[1, 1]] * (stream_route.MAX_POINTS + 1)}}}
+        ws.send_json(many)
+        assert "clicks before one frame" in ws.receive_json()["error"]["message"]
+        crowd = {str(i): {"box": [0, 0, 5, 5]} for i in range(stream_route.MAX_OBJECTS + 1)}
+        ws.send_json({"prompts": crowd})
+        assert f"at most {stream_route.MAX_OBJECTS} objects" in ws.receive_json()["error"]["message"]
         # the session is as it was: the next good frame is frame 0, with no object, then an object
         assert_answer(round_trip(ws, 0), 0, {})
         ws.send_json({"prompts": {"1": {"points": [[15, 30]]}}})

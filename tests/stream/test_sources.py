@@ -183,7 +183,13 @@ def test_track_live_writes_the_stream_trackers_masks(capsys, tmp_path, tiny_chec
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 8 and summary["error"] is None and summary["objects"] == [1, 2]
 
-    # a restored session goes on numbering frames from where it stopped
+    # a run into the same folder starts a new log; a restored session goes on numbering from its state
+    code, _, err = live(
+        capsys, "track", src, "--live", *prompts, "--out", out, "--retries", "0", "--max-frames", "8",
+        tiny_checkpoint=tiny_checkpoint,
+    )  # fmt: skip
+    assert code == 0, err
+    assert len((out / "masks.ndjson").read_text().splitlines()) == 8
     code, stdout, err = live(
         capsys, "track", src, "--live", "--restore-state", tmp_path / "s.stream", "--out", out,
         "--retries", "0", "--max-frames", "2", tiny_checkpoint=tiny_checkpoint,

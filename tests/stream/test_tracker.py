@@ -145,3 +145,25 @@ def test_a_frame_of_another_size_is_resized_with_one_warning(tiny_model):
         warnings.simplefilter("error")
         session.track(np.ascontiguousarray(FRAMES[2][::2, ::2]))
     assert session.resized_frames == 2
+
+
+def test_a_frame_that_fails_halfway_is_undone(tiny_model, monkeypatch):
+    """An error in the middle of a frame (after the known objects were tracked, while a new object
+    is added) leaves the session as before it: the next frames give what they would have given."""
+    clean, broken = StreamTracker(tiny_model), StreamTracker(tiny_model)
+    for i in range(4):
+        clean.track(FRAMES[i], SCHEDULE.get(i))
+        broken.track(FRAMES[i], SCHEDULE.get(i))
+    real = samkit.VideoPredictor.add_new_points_or_box
+
+    def fail(self, state, frame_idx, obj_id, **kw):
+        real(self, state, frame_idx, obj_id, **kw)  # the object exists now, then something breaks
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(samkit.VideoPredictor, "add_new_points_or_box", fail)
+    with pytest.raises(KeyboardInterrupt):
+        broken.track(FRAMES[9], {5: {"box": [10, 10, 40, 40]}})
+    monkeypatch.undo()
+    assert broken.frame_index == 3 and broken.obj_ids == [1, 2]
+    assert broken.frames_held() == clean.frames_held()
+    assert_same(stream_masks(broken, FRAMES[:12], {}, 4), stream_masks(clean, FRAMES[:12], {}, 4))

@@ -589,7 +589,7 @@ def run(args: argparse.Namespace) -> int:
         result = profile(model, image, reference=not args.no_reference)
         rates = result["matmul_gflops"]
         print(
-            f"{model.cfg.name} on {model.device}, {torch.get_num_threads()} threads; 2048x2048 matmul: "
+            f"{model.cfg.name} on {model.device}, {torch.get_num_threads()} threads; 1024x1024 matmul: "
             f"{rates['fp32']:.1f} GFLOP/s fp32, {rates['bf16']:.1f} bf16 ({rates['bf16'] / rates['fp32']:.2f}x)"
         )
         print("milliseconds by kind of operation (operator self time; share of the operators' time):")

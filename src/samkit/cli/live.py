@@ -73,6 +73,13 @@ def _check(args: argparse.Namespace) -> None:
         ("--no-png", args.no_png),
         ("--no-overlay", args.no_overlay),
         ("--keep-all-outputs", args.keep_all_outputs),
+        ("--offload-state", args.offload_state),
+        ("--detect-every", args.detect_every is not None),
+        ("--match-iou", args.match_iou != 0.5),
+        ("--per-object-png", args.per_object_png is not None),
+        ("--score-thresh", args.score_thresh is not None),
+        ("--videos", args.videos is not None),
+        ("--engine ray", args.engine != "local"),
     ):
         if given:
             raise CLIError(f"{flag} does not apply to --live (frames are tracked as they come; see --record)")
@@ -161,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--restore-state: {e}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = MaskLog(out / "masks.ndjson")
+    log = MaskLog(out / "masks.ndjson", append=bool(args.restore_state))
     recorder = None
     mjpeg = None
     if args.serve_mjpeg is not None:
@@ -178,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     error, stopped = None, "the stream ended"
     tracked = 0
+    colour_of: dict = {}  # an object keeps its colour when others come and go
     try:
         for frame in source:
             index = session.frame_index + 1
@@ -189,7 +197,13 @@ def run(args: argparse.Namespace) -> int:
             if args.record and recorder is None:
                 recorder = Recorder(args.record, source.fps)  # the stream's rate is known once it is open
             if recorder is not None or mjpeg is not None or window is not None:
-                picture = np.asarray(overlay_masks(frame, list(masks.values()), colors=PALETTE))
+                # the frame as tracked (resized if it came in another size); colours follow the ids
+                for o in masks:
+                    colour_of.setdefault(o, PALETTE[len(colour_of) % len(PALETTE)])
+                colors = [colour_of[o] for o in masks]
+                picture = np.asarray(
+                    overlay_masks(session.current_frame, list(masks.values()), colors=colors)
+                )
                 if recorder is not None:
                     recorder.write(picture)
                 if mjpeg is not None:
@@ -207,6 +221,10 @@ def run(args: argparse.Namespace) -> int:
     except StreamError as e:
         error = str(e)
         stopped = "an error"
+    except Exception as e:  # written to the summary, then reported as usual
+        error = f"{type(e).__name__}: {e}"
+        stopped = "an error"
+        raise
     finally:
         bar.close()
         source.close()
@@ -245,4 +263,4 @@ def run(args: argparse.Namespace) -> int:
         f"tracked {len(session.obj_ids)} object(s) through {tracked} frames in {seconds:.1f} s "
         f"({summary['fps'] or 0:.1f} frames/s, {source.dropped} dropped); {stopped}; masks in {out / 'masks.ndjson'}"
     )
-    return 0
+    return 130 if stopped.startswith("interrupted") else 0

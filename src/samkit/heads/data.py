@@ -123,7 +123,7 @@ class EmbeddingCache:
 
     def __init__(self, root: str | os.PathLike, model, checkpoint_sha256: str | None = None) -> None:
         self.model = model
-        precision = getattr(getattr(model, "policy", None), "precision", "fp32")
+        precision = getattr(getattr(model, "policy", None), "encoder", "fp32")  # the embeddings' dtype
         key = f"{model.cfg.name}-{model.cfg.image_size}-{precision}-{(checkpoint_sha256 or 'unknown')[:16]}"
         self.root = Path(root) / key
         self.root.mkdir(parents=True, exist_ok=True)

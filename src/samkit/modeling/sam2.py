@@ -126,6 +126,11 @@ class SAM2Model(nn.Module):
         if p is None or p.device != self.device.type or p.precision != self.precision:
             p = decide(self.device, self.precision, **self._policy_settings)
             self._policy = p
+            if self._precision is not None:
+                # the encoder's dtype follows the decision (moved to a device where bf16 pays, or not)
+                want = torch.bfloat16 if p.encoder == "bf16" else torch.float32
+                if self.image_encoder.trunk.patch_embed.proj.weight.dtype != want:
+                    self.image_encoder.to(want)
         return p
 
     @policy.setter

@@ -24,17 +24,17 @@ def frame_record(index: int, masks: dict, seconds: float | None = None, ms: floa
         doc["time"] = round(seconds, 4)
     if ms is not None:
         doc["ms"] = round(ms, 2)
-    doc["objects"] = [{"obj_id": o, "area": int(m.sum()), "rle": rle.encode(m)} for o, m in masks.items()]
+    doc["objects"] = rle.object_records(masks.keys(), masks.values())
     return doc
 
 
 class MaskLog:
     """Masks as NDJSON, one line per frame, flushed as it is written (a crash loses at most the line
-    being written). Appends when the file exists (a restored session continues its log)."""
+    being written). ``append``: continue an existing file (a restored session's log)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, append: bool = False) -> None:
         self.path = Path(path)
-        self._f = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._f = open(self.path, "a" if append else "w", buffering=1, encoding="utf-8")  # noqa: SIM115
         self.lines = 0
 
     def write(self, record: dict) -> None:

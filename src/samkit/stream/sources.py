@@ -9,8 +9,9 @@ A :class:`LiveSource` decodes in a background thread and hands frames over throu
 * **not dropping** (the default for files): the reader waits until the frame is taken.
 
 A stream that fails or ends is reopened with exponential back-off; ``retries`` failed attempts in a
-row end it, with a :class:`StreamError` when it could not be read (an unreachable camera or server),
-quietly when a file stopped growing or a stream that was read ended. A file is read again from where
+row end it: with a :class:`StreamError` when the last attempt failed (an unreachable camera or
+server, a stream lost for good), quietly when a file stopped growing or a reopened stream had nothing
+more. A file is read again from where
 it was left (frames already delivered are skipped), which is how a file still being written is
 followed.
 """
@@ -187,6 +188,7 @@ class LiveSource:
             reason = "the stream ended"
             try:
                 with self._open() as container:
+                    last_time = None  # a reopened stream's clock may start again
                     stream = container.streams.video[0]
                     if stream.average_rate:
                         self.fps = float(stream.average_rate)
@@ -201,7 +203,7 @@ class LiveSource:
                         self.frames_read += 1
                         if self.max_fps is not None:
                             t = frame.time if frame.time is not None else time.monotonic()
-                            if last_time is not None and t - last_time < 1.0 / self.max_fps - 1e-9:
+                            if last_time is not None and 0 <= t - last_time < 1.0 / self.max_fps - 1e-9:
                                 self.skipped += 1
                                 continue
                             last_time = t

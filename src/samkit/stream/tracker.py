@@ -13,11 +13,13 @@ already known are tracked from memory first, then the prompts given with that fr
 (a new object's prompt starts it there, as ``add_new_points_or_box`` on an untracked frame; a prompt
 for a known object is a correction of the mask just tracked) and folded into memory at once. So a
 recorded clip fed frame by frame gives exactly the masks of the video predictor prompted on the same
-frames and propagated between them.
+frames and propagated between them (for clips of at least 16 frames: the video predictor scales the
+object pointers' temporal positions by the clip's length when it is shorter).
 
 Memory stays flat however long the stream runs: only what tracking can read back is kept (each
-object's prompted frames, and the memories and object pointers of the last ``keep_window`` frames);
-older tracked frames are forgotten entirely, and only the current frame's pixels are held.
+object's first prompted frame, and the memories and object pointers of the last ``keep_window``
+frames, corrections included); older tracked frames are forgotten entirely, and only the current
+frame's pixels are held.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ class StreamTracker:
         model: a :class:`~samkit.modeling.SAM2Model` (``samkit.load_model``).
         fill_hole_area, non_overlap_masks, batch_objects: as for :class:`~samkit.VideoPredictor`.
         keep_window: tracked frames whose memory stays (default: the model's memory window, 16 for
-            the official configs). Older tracked frames are forgotten; prompted frames stay.
+            the official configs). Older tracked frames are forgotten, corrected ones too; each
+            object's first prompted frame stays.
 
     ``track(frame, prompts)`` is the only call per frame; ``remove_object``, ``save`` and
     :meth:`restore` complete a session.
@@ -171,20 +174,26 @@ class StreamTracker:
             self._start(image.shape[0], image.shape[1])
         pred, state = self._predictor, self._state
         self._source.put(t, image)
-        if state.objects:
-            # objects already known: tracked from memory (one step of propagate_in_video)
-            for _ in pred.propagate_in_video(state, start_frame_idx=t, max_frame_num_to_track=0):
-                pass
-        for obj_id, p in todo:
-            if isinstance(p, np.ndarray):
-                pred.add_new_mask(state, t, obj_id, p)
-            else:
-                pred.add_new_points_or_box(
-                    state, t, obj_id, points=p.point_coords, labels=p.point_labels, box=p.box
-                )
-        if todo:
-            # fold the prompts into memory now (the next frame's propagation would do it first)
-            pred.propagate_in_video_preflight(state)
+        known = set(state.objects)
+        try:
+            if state.objects:
+                # objects already known: tracked from memory (one step of propagate_in_video)
+                for _ in pred.propagate_in_video(state, start_frame_idx=t, max_frame_num_to_track=0):
+                    pass
+            for obj_id, p in todo:
+                if isinstance(p, np.ndarray):
+                    pred.add_new_mask(state, t, obj_id, p)
+                else:
+                    pred.add_new_points_or_box(
+                        state, t, obj_id, points=p.point_coords, labels=p.point_labels, box=p.box
+                    )
+            if todo:
+                # fold the prompts into memory now (the next frame's propagation would do it first)
+                pred.propagate_in_video_preflight(state)
+        except BaseException:
+            # out of memory, Ctrl-C...: the frame never happened, and the session stays usable
+            self._rollback(t, known)
+            raise
         self.frame_index = t
         self._forget(t)
         return self._masks(t)
@@ -274,6 +283,25 @@ class StreamTracker:
                 )
             todo.append((obj_id, p))
         return todo
+
+    @property
+    def current_frame(self) -> np.ndarray | None:
+        """The last frame tracked, as tracked (resized to the stream's size if it came in another)."""
+        return None if self._source is None else self._source.frame(self._source.index)
+
+    def _rollback(self, t: int, known: set) -> None:
+        """Undo a frame that failed halfway: objects it started, every object's outputs and prompts on
+        it, and the caches keyed by its index (the next frame reuses the index)."""
+        state, pred = self._state, self._predictor
+        for obj_id in [o for o in state.objects if o not in known]:
+            del state.objects[obj_id]
+        for obj in state.objects.values():
+            for d in (obj.cond, obj.non_cond, obj.temp_cond, obj.temp_non_cond, obj.tracked):
+                d.pop(t, None)
+            obj.point_inputs.pop(t, None)
+            obj.mask_inputs.pop(t, None)
+        state.features = LRU(pred.feature_cache_size)
+        state.frames = FrameCache(self._source, pred.image_size, 1, state.device)
 
     def _forget(self, t: int) -> None:
         """Drop what tracking will never read back: tracked frames that left the keep window (their

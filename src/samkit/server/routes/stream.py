@@ -26,7 +26,8 @@ must, with a code and a reason the client can read: a missing or wrong key, 1008
   - ``{"remove": obj_id}``: stop tracking an object, at once (an all-digit string is the integer).
   - ``{"reset": true}``: a new session: every object, the pending prompts and the frame count go.
 
-  A command that succeeds has no answer.
+  A command that succeeds has no answer. A session holds at most 32 objects, and at most 64 clicks
+  per object wait for a frame (beyond: ``bad_prompt``).
 
 **Server to client** (text, JSON):
 
@@ -84,6 +85,9 @@ router = APIRouter()
 log = logging.getLogger("samkit.server")
 
 COMMAND_BYTES = 64 * 2**10  # a command is a few clicks: anything bigger is not one
+# a session's bounds: every object costs tracking time on every frame, clicks cost decoder time
+MAX_OBJECTS = 32
+MAX_POINTS = 64  # clicks of one object waiting for a frame
 COMMANDS = ("prompts", "remove", "reset")
 PROMPT_KEYS = {"points", "labels", "box"}
 
@@ -165,6 +169,13 @@ class _Live:
             except PromptError as e:
                 raise _Refused("bad_prompt", str(e)) from None
             merged[obj_id] = _merge(merged.get(obj_id, self.pending.get(obj_id)), spec)
+            if len(merged[obj_id].get("points") or ()) > MAX_POINTS:
+                raise _Refused("bad_prompt", f"{where}: more than {MAX_POINTS} clicks before one frame")
+        objects = set(self.tracker.obj_ids) | set(self.pending) | set(merged)
+        if len(objects) > MAX_OBJECTS:
+            raise _Refused(
+                "bad_prompt", f"at most {MAX_OBJECTS} objects in a live session; remove some first"
+            )
         self.pending.update(merged)
 
     def _remove(self, value) -> None:
@@ -203,7 +214,7 @@ class _Live:
         except StreamError as e:  # the prompts were checked against the frame: nothing changed
             return _error("bad_prompt", str(e), frame=None)
         h, w = tracker.frame_size
-        objects = [{"obj_id": o, "area": int(m.sum()), "rle": rle.encode(m)} for o, m in masks.items()]
+        objects = rle.object_records(masks.keys(), masks.values())
         return json.dumps(
             {"frame": tracker.frame_index, "width": w, "height": h, "ms": round(ms, 2), "objects": objects}
         )

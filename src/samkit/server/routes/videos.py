@@ -25,8 +25,7 @@ router = APIRouter()
 
 
 def _objects(obj_ids, logits) -> list[dict]:
-    masks = (logits[:, 0] > 0).cpu().numpy()
-    return [{"obj_id": o, "area": int(m.sum()), "rle": rle.encode(m)} for o, m in zip(obj_ids, masks)]
+    return rle.object_records(obj_ids, (logits[:, 0] > 0).cpu().numpy())
 
 
 def _predictor(request: Request) -> VideoPredictor:
