@@ -113,5 +113,6 @@ def test_bench_info_has_the_exact_and_fast_models_policies(tiny_model, monkeypat
     assert policies["samkit"] == tiny_model.policy.as_dict()
     assert policies["samkit-fast"]["precision"] == "bf16" and policies["samkit-fast"]["compile"] is True
     header = res.policies().splitlines()
-    assert header[0].startswith("samkit policy: device=cpu, precision=fp32, compile=False")
-    assert header[1].startswith("samkit-fast policy: device=cpu, precision=bf16, compile=True")
+    assert header[0].startswith("samkit policy: device=cpu, precision=fp32, encoder=fp32, compile=False")
+    assert header[1].startswith("samkit-fast policy: device=cpu, precision=bf16, encoder=")
+    assert "compile=True" in header[1]

@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from . import auto, batch, bench, download, eval, models, segment, serve, track, train, train_head
+from . import auto, batch, bench, download, eval, export, models, segment, serve, track, train, train_head
 from ._common import CLIError, version
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -34,6 +34,7 @@ COMMANDS = {
     "train": train,
     "eval": eval,
     "train-head": train_head,
+    "export": export,
 }
 
 
