@@ -12,31 +12,16 @@ import pytest
 import torch
 
 import samkit
+from fakegraphs import fake_capture
 from samkit.policy import decide
 from samkit.predictors import _graphs
 from samkit.predictors.image import ImagePredictor
 
 
-class _Replay:
-    """Stands in for torch.cuda.CUDAGraph: replay() recomputes fn(*args) into the first outputs."""
-
-    def __init__(self, fn, args, outputs):
-        self.fn, self.args, self.outputs = fn, args, outputs
-
-    def replay(self):
-        for out, new in zip(self.outputs, self.fn(*self.args)):
-            out.copy_(new)
-
-
-def _fake_capture(self, fn, args):
-    outputs = fn(*args)
-    return _Replay(fn, args, outputs), outputs
-
-
 @pytest.fixture()
 def graphed(monkeypatch):
     monkeypatch.setattr(_graphs, "_BY_DECODER", weakref.WeakKeyDictionary())
-    monkeypatch.setattr(_graphs.DecoderGraphs, "_capture", _fake_capture)
+    monkeypatch.setattr(_graphs.DecoderGraphs, "_capture", fake_capture)
     monkeypatch.setattr(ImagePredictor, "_use_cuda_graphs", lambda self: True)
 
 

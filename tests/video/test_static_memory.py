@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import samkit
+from fakegraphs import fake_capture
 from samkit.kernels.attention import attention, attention_by_matmuls
 from videogen import synthetic_frames
 
@@ -99,24 +100,11 @@ def test_masked_attention_equals_attention_over_the_valid_keys(matmuls):
 # --- the tracking step as a CUDA graph (recording replaced by a re-run, as in tests/predictors/test_graphs.py)
 
 
-class _Replay:
-    def __init__(self, fn, args, outputs):
-        self.fn, self.args, self.outputs = fn, args, outputs
-
-    def replay(self):
-        for out, new in zip(self.outputs, self.fn(*self.args)):
-            out.copy_(new)
-
-
 @pytest.fixture()
 def graphed(monkeypatch):
     import weakref
 
     from samkit.predictors import _graphs
-
-    def fake_capture(self, fn, args):
-        outputs = fn(*args)
-        return _Replay(fn, args, outputs), outputs
 
     monkeypatch.setattr(_graphs, "_BY_MODEL", weakref.WeakKeyDictionary())
     monkeypatch.setattr(_graphs.StepGraphs, "_capture", fake_capture)
