@@ -34,8 +34,9 @@ def close(got, want, rel=1e-4):
     assert np.abs(got - want).max() <= rel * max(1.0, np.abs(want).max())
 
 
-def test_names_and_shapes(exported):
+def test_names_and_shapes(exported, tiny_model):
     out, s = exported
+    assert not tiny_model.training  # the export leaves the model as it was (eval mode)
     assert [i.name for i in s["encoder"].get_inputs()] == ["image"]
     assert [o.name for o in s["encoder"].get_outputs()] == [
         "image_embed",

@@ -150,6 +150,7 @@ def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18) -
     grads = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
+    was_training = model.training
     try:
         _export_graphs(
             model, out, opset, plain, image, (embed, hr0, hr1, coords, labels, mask_input, has_mask, orig)
@@ -157,6 +158,7 @@ def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18) -
     finally:
         for p, g in zip(params, grads):
             p.requires_grad_(g)
+        model.train(was_training)
     info = {
         "model": model.cfg.name,
         "image_size": s,
@@ -176,8 +178,10 @@ def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18) -
 def _export_graphs(model, out: Path, opset: int, plain: dict, image, decoder_args) -> None:
     with override(**plain), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes about Python values
+        # (wrappers in eval mode: the exporter restores a module's mode afterwards, and a new module's
+        # is training, which would switch the model into training mode)
         torch.onnx.export(
-            OnnxEncoder(model),
+            OnnxEncoder(model).eval(),
             (image,),
             str(out / "encoder.onnx"),
             input_names=["image"],
@@ -186,7 +190,7 @@ def _export_graphs(model, out: Path, opset: int, plain: dict, image, decoder_arg
             dynamo=False,
         )
         torch.onnx.export(
-            OnnxDecoder(model),
+            OnnxDecoder(model).eval(),
             decoder_args,
             str(out / "decoder.onnx"),
             input_names=DECODER_INPUTS,
