@@ -291,7 +291,7 @@ def test_gradients_are_not_tracked(predictor):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["truck", "groceries"])
+@pytest.mark.parametrize("name", ["truck"])  # (one photo: this CPU emulates bf16, ~55 s per photo)
 def test_fast_path_agrees_with_exact(name, request, oracle_checkpoint, mock_cpu):
     """precision='bf16' (the fast path's bf16 encoder, as a CPU with native bf16 runs it) stays within a
     bounded disagreement of the exact path. (The bf16 click decoder is tested on the tiny config: here,

@@ -12,7 +12,7 @@ from fakegraphs import fake_capture
 from samkit.kernels.attention import attention, attention_by_matmuls
 from videogen import synthetic_frames
 
-FRAMES = synthetic_frames(22)
+FRAMES = synthetic_frames(16)
 
 
 def track(model, **kw):
@@ -32,7 +32,7 @@ def track(model, **kw):
     out["click", 9] = m.clone()
     for f, _, m in pred.propagate_in_video(state, 10):
         out["f", f] = m.clone()
-    for f, _, m in pred.propagate_in_video(state, 21, reverse=True):
+    for f, _, m in pred.propagate_in_video(state, 15, reverse=True):
         out["r", f] = m.clone()
     return out
 
