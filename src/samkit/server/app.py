@@ -16,7 +16,7 @@ from ..transforms import warm_up_compiled
 from . import errors
 from .config import Settings, bearer_token, key_ok
 from .errors import ApiError
-from .routes import health, images, page, segment, stream, videos
+from .routes import cvat, health, images, page, segment, stream, videos
 from .sessions import Sessions
 from .state import Engine
 
@@ -75,6 +75,7 @@ def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI
     app.include_router(images.router, dependencies=auth)
     app.include_router(segment.router, dependencies=auth)
     app.include_router(videos.router, dependencies=auth)
+    app.include_router(cvat.router, dependencies=auth)
     app.include_router(stream.router)  # a WebSocket: it checks the key itself (header or ?key=)
     return app
 
