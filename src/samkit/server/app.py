@@ -16,7 +16,7 @@ from ..transforms import warm_up_compiled
 from . import errors
 from .config import Settings, bearer_token, key_ok
 from .errors import ApiError
-from .routes import cvat, health, images, page, segment, stream, videos
+from .routes import cvat, health, images, label_studio, page, segment, stream, videos
 from .sessions import Sessions
 from .state import Engine
 
@@ -26,7 +26,7 @@ def _require_key(request: Request) -> None:
         raise ApiError(
             401,
             "unauthorized",
-            "missing or wrong API key (send 'Authorization: Bearer <key>')",
+            "missing or wrong API key (send 'Authorization: Bearer <key>', or basic auth with the key as password)",
             headers={"WWW-Authenticate": "Bearer"},
         )
 
@@ -76,6 +76,7 @@ def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI
     app.include_router(segment.router, dependencies=auth)
     app.include_router(videos.router, dependencies=auth)
     app.include_router(cvat.router, dependencies=auth)
+    app.include_router(label_studio.router, dependencies=auth)
     app.include_router(stream.router)  # a WebSocket: it checks the key itself (header or ?key=)
     return app
 

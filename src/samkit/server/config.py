@@ -104,9 +104,21 @@ class Settings(BaseSettings):
 
 
 def bearer_token(header: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header ('' for none or another scheme)."""
+    """The token of an ``Authorization: Bearer <token>`` header, or the password of a ``Basic`` one
+    (tools such as Label Studio can only send basic auth: any user name, the key as password); ''
+    for none or another scheme."""
     header = header or ""
-    return header[7:] if header.lower().startswith("bearer ") else ""
+    if header.lower().startswith("bearer "):
+        return header[7:]
+    if header.lower().startswith("basic "):
+        import base64
+        import binascii
+
+        try:
+            return base64.b64decode(header[6:], validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return ""
+    return ""
 
 
 def key_ok(config: Settings, token: str | None) -> bool:
