@@ -98,6 +98,15 @@ def test_onnxruntime_equals_samkit(exported, tiny_model, prompt):
     assert ((full[0] > 0) == (masks > 0)).mean() > 0.999
 
 
+def test_export_keeps_the_models_mode(tiny_checkpoint, tmp_path):
+    model = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint).train()
+    export_onnx(model, tmp_path)
+    assert model.training and model.sam_mask_decoder.training
+    model.eval()
+    export_onnx(model, tmp_path)
+    assert not model.training and not model.sam_mask_decoder.training
+
+
 def test_bad_input(tiny_model, tmp_path, tiny_checkpoint, capsys):
     with pytest.raises(ExportError, match="opset 11 is not supported"):
         export_onnx(tiny_model, tmp_path, opset=11)

@@ -60,6 +60,9 @@ def test_health_and_setup(client):
         json={"project": "1.17", "schema": CONFIG, "hostname": "http://ls:8080", "access_token": "t"},
     )
     assert r.status_code == 200 and r.json() == {"model_version": "samkit"}
+    # a new host never inherits the old host's token
+    client.post("/label-studio/setup", json={"hostname": "http://elsewhere:8080"})
+    assert client.app.state.label_studio["access_token"] is None
 
 
 @pytest.mark.parametrize("kind", ["keypointlabels", "rectanglelabels"])
@@ -135,12 +138,29 @@ def test_bad_requests(client):
                 "context": {"result": [kp]},
             },
             400,
-            "not base64",
+            "base64",
         ),
         (
             {"tasks": [{"id": 1, "data": {"image": "ftp://x/a.jpg"}}], "context": {"result": [kp]}},
             422,
             "cannot read the image",
+        ),
+        # the server's own network is not reachable through a task URL
+        (
+            {
+                "tasks": [{"id": 1, "data": {"image": "http://127.0.0.1:9/a.jpg"}}],
+                "context": {"result": [kp]},
+            },
+            403,
+            "not a public address",
+        ),
+        (
+            {
+                "tasks": [{"id": 1, "data": {"image": "http://169.254.169.254/x"}}],
+                "context": {"result": [kp]},
+            },
+            403,
+            "not a public address",
         ),
     ]:
         r = client.post("/label-studio/predict", json=body)

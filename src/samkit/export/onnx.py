@@ -130,10 +130,13 @@ def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18) -
         raise ExportError("ONNX export needs the onnx package: pip install 'samkit[onnx]'") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
     model = model.eval()
     dev = model.device
     s = model.image_size
-    image = torch.randn(1, 3, s, s, device=dev)
+    image = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(0)).to(
+        dev
+    )  # (not the global RNG)
     with torch.no_grad():
         embed, hr0, hr1 = OnnxEncoder(model)(image)
     # decoder example: two clicks
@@ -150,7 +153,6 @@ def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18) -
     grads = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
-    was_training = model.training
     try:
         _export_graphs(
             model, out, opset, plain, image, (embed, hr0, hr1, coords, labels, mask_input, has_mask, orig)

@@ -214,7 +214,15 @@ class StepGraphs:
         self.replays = 0  # (read by tests and benchmarks)
         self.recorded = 0
 
-    def run(self, fn: Callable[..., tuple], inputs: tuple[torch.Tensor, ...], key: tuple) -> tuple:
+    def run(
+        self,
+        fn: Callable[..., tuple],
+        inputs: tuple[torch.Tensor, ...],
+        key: tuple,
+        before_record: Callable[[], object] | None = None,
+    ) -> tuple:
+        """``before_record``: called before a recording (the caller's other CUDA work, such as a frame
+        being prefetched in another thread, must not run while a graph is captured)."""
         if self.failed is not None:
             return fn(*inputs)
         key = (key, _signature(inputs))
@@ -225,6 +233,8 @@ class StepGraphs:
                     self.seen.clear()
                 self.seen[key] += 1
                 if self.seen[key] >= 2:
+                    if before_record is not None:
+                        before_record()
                     entry = self._record(fn, inputs, key)
             if entry is not None:
                 self.graphs.move_to_end(key)

@@ -557,7 +557,10 @@ class VideoPredictor(ModelBacked):
 
         inputs = (feats.top, feats.top_pos, *feats.high_res, mem, mem_pos, valid)
         low, high, ious, ptr, score, feats_mem, pos_mem = step_graphs_for(model).run(
-            step, inputs, key=(b, n_ptr, multimask, binarize)
+            step,
+            inputs,
+            key=(b, n_ptr, multimask, binarize, model.training),
+            before_record=state.frames.settle,
         )
         heads = trk.HeadsOutput(low, high, ious, ptr, score)
         return self._frame_output(

@@ -62,6 +62,8 @@ def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI
         description="Segment anything in images and video (SAM 2 / 2.1). Masks are COCO RLE.",
     )
     app.state.config = config
+    app.state.cvat_tracks = cvat.new_track_store()  # CVAT's tracks (routes/cvat.py)
+    app.state.label_studio = {}  # what Label Studio's /setup said (routes/label_studio.py)
     errors.install(app)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

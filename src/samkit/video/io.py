@@ -268,6 +268,15 @@ class FrameCache:
             # a forgotten read that has not started is not started at all
             self._pending.pop(next(iter(self._pending))).cancel()
 
+    def settle(self) -> None:
+        """Wait for the frames being prepared in the background (their errors are kept for when the
+        frame is used): no read runs in another thread after this returns."""
+        for fut in list(self._pending.values()):
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - raised where the frame is used (__getitem__)
+                pass
+
     def close(self) -> None:
         """Cancel the reads not started and let the background thread go (it finishes the read in
         hand, unwaited). Cached frames stay; a later :meth:`prefetch` starts a new thread."""

@@ -42,15 +42,15 @@ TRACKS_KEPT = 64
 
 class InteractorRequest(BaseModel):
     image: str
-    pos_points: list[list[float]] = Field(default_factory=list)
-    neg_points: list[list[float]] = Field(default_factory=list)
+    pos_points: list[list[float]] = Field(default_factory=list, max_length=64)
+    neg_points: list[list[float]] = Field(default_factory=list, max_length=64)
     obj_bbox: list[list[float]] | None = None
     threshold: float | None = None
 
 
 class TrackerRequest(BaseModel):
     image: str
-    shapes: list[list[float]]
+    shapes: list[list[float]] = Field(max_length=16)  # each shape tracks on its own: one encode each
     states: list[Any] | None = None
 
 
@@ -90,11 +90,13 @@ class _Track:
         self.tracker, self.box, self.lock = tracker, box, threading.Lock()
 
 
+def new_track_store() -> LRU:
+    """The tracks of one app (made with the app, so requests never race to create it)."""
+    return LRU(TRACKS_KEPT)
+
+
 def _tracks(request: Request) -> LRU:
-    app = request.app
-    if getattr(app.state, "cvat_tracks", None) is None:
-        app.state.cvat_tracks = LRU(TRACKS_KEPT)
-    return app.state.cvat_tracks
+    return request.app.state.cvat_tracks
 
 
 def _bounding_box(shape: list[float]) -> list[float]:
@@ -149,8 +151,11 @@ def tracker(request: Request, body: TrackerRequest) -> dict:
             tracks.put(track_id, _Track(session, item))
             out_shapes.append(item)
         else:
-            with item.lock, engine.model_lock:
-                mask = item.tracker.track(image).get(1)
+            try:
+                with item.lock, engine.model_lock:
+                    mask = item.tracker.track(image).get(1)
+            except StreamError as e:
+                raise ApiError(422, "invalid_request", str(e)) from None
             if mask is not None and mask.any():
                 ys, xs = np.nonzero(mask)
                 item.box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]

@@ -24,7 +24,6 @@ token). Errors: 4xx with ``{"error": {"code", "message"}}``.
 
 from __future__ import annotations
 
-import base64
 import re
 import urllib.error
 import urllib.request
@@ -115,7 +114,7 @@ class SetupRequest(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    tasks: list[dict]
+    tasks: list[dict] = Field(max_length=16)
     label_config: str | None = None
     project: Any = None
     params: dict | None = None
@@ -129,16 +128,17 @@ def health() -> dict:
 
 def _setup(request: Request) -> dict:
     """What /setup said (the Label Studio host, its token, the labeling config), per app."""
-    state = request.app.state
-    if getattr(state, "label_studio", None) is None:
-        state.label_studio = {}
-    return state.label_studio
+    return request.app.state.label_studio
 
 
 @router.post("/setup")
 def setup(request: Request, body: SetupRequest) -> dict:
-    given = {"hostname": body.hostname, "access_token": body.access_token, "schema": body.schema_}
-    _setup(request).update({k: v for k, v in given.items() if v})
+    state = _setup(request)
+    if body.hostname or body.access_token:
+        # the host and its token go together: a new host never inherits the old host's token
+        state["hostname"], state["access_token"] = body.hostname, body.access_token
+    if body.schema_:
+        state["schema"] = body.schema_
     return {"model_version": MODEL_VERSION}
 
 
@@ -154,14 +154,40 @@ def _brush_tag(config: str | None, context: list[dict]) -> tuple[str, str]:
     return "tag", to_name
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: a token sent to Label Studio must not travel to another host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(
+            req.full_url, code, f"redirected to {newurl} (not followed)", headers, fp
+        )
+
+
+def _public_host(url: str) -> None:
+    """Refuse URLs whose host resolves to a private, loopback or link-local address (the server's own
+    network), unless it is the Label Studio host given in /setup."""
+    import ipaddress
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        raise ApiError(502, "image_unreachable", f"cannot resolve the image host {host!r}") from None
+    for a in addresses:
+        ip = ipaddress.ip_address(a.split("%")[0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+            raise ApiError(403, "forbidden_url", f"the image host {host!r} is not a public address")
+
+
 def _image_bytes(url: Any, limit: int, setup: dict) -> bytes:
     if not isinstance(url, str) or not url:
         raise ApiError(422, "invalid_request", "the task has no image URL in data.image")
     if url.startswith("data:"):
-        try:
-            return base64.b64decode(url.split(",", 1)[1], validate=True)
-        except (IndexError, ValueError):
-            raise ApiError(400, "bad_image", "the task's data: URI is not base64") from None
+        from .images import decode_base64
+
+        return decode_base64(url.split(",", 1)[-1], limit)
     headers = {}
     if url.startswith("/"):
         host = setup.get("hostname")
@@ -175,10 +201,13 @@ def _image_bytes(url: Any, limit: int, setup: dict) -> bytes:
         url = host.rstrip("/") + url
         if setup.get("access_token"):
             headers["Authorization"] = f"Token {setup['access_token']}"
-    if not url.startswith(("http://", "https://")):
+    elif url.startswith(("http://", "https://")):
+        _public_host(url)  # a task URL from anywhere else may not reach the server's own network
+    else:
         raise ApiError(422, "invalid_request", f"cannot read the image {url!r}: give a URL or a data: URI")
+    opener = urllib.request.build_opener(_NoRedirects)
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=30) as r:
             data = r.read(limit + 1)
     except (urllib.error.URLError, OSError) as e:
         raise ApiError(502, "image_unreachable", f"cannot fetch the image {url}: {e}") from None
@@ -189,6 +218,8 @@ def _image_bytes(url: Any, limit: int, setup: dict) -> bytes:
 
 def _prompt(context: list[dict]) -> tuple[Prompt, str | None, int, int]:
     """Clicks and a box from the context's results (percent of the image) -> pixels, the label."""
+    if len(context) > 64:
+        raise ApiError(422, "invalid_request", "at most 64 context results (clicks and a box)")
     points, labels, box, label, size = [], [], None, None, None
     for r in context:
         kind, v = r.get("type", ""), r.get("value") or {}
