@@ -26,15 +26,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..export import ExportError, export_onnx
+    from ..export.onnx import MIN_OPSET, require_onnx
 
-    if args.opset < 17:
-        raise CLIError(f"--opset {args.opset} is not supported: use 17 or newer (default 18)")
+    # before the model loads (seconds): the checks export_onnx makes too
+    if args.opset < MIN_OPSET:
+        raise CLIError(f"--opset {args.opset} is not supported: use {MIN_OPSET} or newer (default 18)")
     try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise CLIError("ONNX export needs the onnx package: pip install 'samkit[onnx]'") from None
-    model = load(args)
-    try:
+        require_onnx()
+        model = load(args)
         info = export_onnx(model, args.out, opset=args.opset)
     except ExportError as e:
         raise CLIError(str(e)) from None

@@ -117,6 +117,14 @@ def _check_model(model: SAM2Model) -> None:
         raise ExportError(f"{model.cfg.name} has no high-resolution features: not the SAM 2 layout")
 
 
+def require_onnx() -> None:
+    """Raise :class:`ExportError` unless the ``onnx`` package (the exporter's) is installed."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx package: pip install 'samkit[onnx]'") from None
+
+
 def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18) -> dict:
     """Write ``encoder.onnx``, ``decoder.onnx`` and ``samkit-onnx.json`` (model, sizes, normalisation,
     names) into ``out_dir``; returns the JSON's content. Needs ``onnx`` (``pip install
@@ -124,10 +132,7 @@ def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18) -
     _check_model(model)
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} or newer (default 18)")
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise ExportError("ONNX export needs the onnx package: pip install 'samkit[onnx]'") from None
+    require_onnx()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     was_training = model.training

@@ -14,6 +14,22 @@ def request_prompt(points, labels, box) -> Prompt:
         raise ApiError(422, "invalid_request", str(e)) from None
 
 
+def best_mask(engine, image_id: str, emb, prompt: Prompt):
+    """The highest-scoring mask (H, W bool) of ``prompt`` on a cached embedding, and its score (the
+    tool integrations answer with one mask)."""
+    import numpy as np
+
+    with engine.model_lock:
+        masks, scores, _ = engine.predictor(image_id, emb).predict(
+            point_coords=prompt.point_coords,
+            point_labels=prompt.point_labels,
+            box=prompt.box,
+            multimask_output=prompt.multimask,
+        )
+    k = int(np.argmax(scores))
+    return masks[k] > 0, float(scores[k])
+
+
 def check_bounds(prompt: Prompt, width: int, height: int) -> Prompt:
     """Points inside the image, a box overlapping it."""
     try:

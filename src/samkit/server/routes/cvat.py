@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from ..._lru import LRU
 from ...stream import StreamError, StreamTracker
 from ..errors import ApiError
-from ._prompt import check_bounds, request_prompt
+from ._prompt import best_mask, check_bounds, request_prompt
 from .images import decode_base64, ensure_embedding, image_from_bytes
 
 router = APIRouter()
@@ -74,14 +74,7 @@ def interactor(request: Request, body: InteractorRequest) -> dict:
     emb = ensure_embedding(request, image_id, image)
     h, w = emb.orig_hw
     check_bounds(prompt, w, h)
-    with engine.model_lock:
-        masks, scores, _ = engine.predictor(image_id, emb).predict(
-            point_coords=prompt.point_coords,
-            point_labels=prompt.point_labels,
-            box=prompt.box,
-            multimask_output=prompt.multimask,
-        )
-    best = masks[int(np.argmax(scores))] > 0
+    best, _ = best_mask(engine, image_id, emb, prompt)
     return {"mask": best.tolist()}
 
 

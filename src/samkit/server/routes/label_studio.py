@@ -33,8 +33,9 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from ...prompts import Prompt, PromptError
+from ...prompts import Prompt
 from ..errors import ApiError
+from ._prompt import best_mask, check_bounds, request_prompt
 from .images import ensure_embedding, image_from_bytes
 
 __all__ = ["brush_rle", "brush_rle_decode", "router"]
@@ -246,11 +247,7 @@ def _prompt(context: list[dict]) -> tuple[Prompt, str | None, int, int]:
         label = label or (names[0] if names else None)
     if size is None:
         raise ApiError(422, "invalid_request", "the context has no keypointlabels or rectanglelabels result")
-    try:
-        prompt = Prompt.from_fields(points or None, labels or None, box)
-    except PromptError as e:
-        raise ApiError(422, "invalid_request", str(e)) from None
-    return prompt, label, size[0], size[1]
+    return request_prompt(points, labels, box), label, size[0], size[1]
 
 
 @router.post("/predict")
@@ -280,19 +277,9 @@ def predict(request: Request, body: PredictRequest) -> dict:
                 if prompt.box is None
                 else (prompt.box[0] * sx, prompt.box[1] * sy, prompt.box[2] * sx, prompt.box[3] * sy),
             )
-        try:
-            prompt.check_bounds(w, h)
-        except PromptError as e:
-            raise ApiError(422, "invalid_request", str(e)) from None
-        with engine.model_lock:
-            masks, scores, _ = engine.predictor(image_id, emb).predict(
-                point_coords=prompt.point_coords,
-                point_labels=prompt.point_labels,
-                box=prompt.box,
-                multimask_output=prompt.multimask,
-            )
-        k = int(np.argmax(scores))
-        value = {"format": "rle", "rle": brush_rle(masks[k] > 0)}
+        check_bounds(prompt, w, h)
+        mask, score = best_mask(engine, image_id, emb, prompt)
+        value = {"format": "rle", "rle": brush_rle(mask)}
         if label is not None:
             value["brushlabels"] = [label]
         results.append(
@@ -309,7 +296,7 @@ def predict(request: Request, body: PredictRequest) -> dict:
                     }
                 ],
                 "model_version": MODEL_VERSION,
-                "score": float(scores[k]),
+                "score": score,
             }
         )
     return {"results": results}
