@@ -79,6 +79,9 @@ class Policy:
     - ``tracking_autocast``: video tracking runs its memory attention under bfloat16 autocast.
     - ``attention``: bfloat16 CPU attention as PyTorch's ``fused`` kernel or as ``matmuls`` and a
       softmax in query chunks (:mod:`samkit.kernels.attention`).
+    - ``rope``: the memory attention's rotary encoding as ``complex`` products (one per channel pair,
+      the fast eager form) or as ``real`` cosine/sine arithmetic (the same numbers; what ONNX export
+      traces, ONNX having no complex numbers) (:func:`samkit.modeling.position_encoding.apply_rope`).
     - ``fused_linear``: bfloat16 CPU linear layers as one oneDNN op with bias and activation
       (:mod:`samkit.kernels.linear`).
     - ``prompt_group`` / ``prompt_group_bf16``: prompts the mask decoder runs together (float32 /
@@ -104,6 +107,7 @@ class Policy:
     tracking_autocast: bool = False
     attention: str = "fused"
     fused_linear: bool = False
+    rope: str = "complex"
     prompt_group: int = 4
     prompt_group_bf16: int = 16
     upscale: str = "tiled"
@@ -122,6 +126,7 @@ class Policy:
             "attention": ("fused", "matmuls"),
             "upscale": ("tiled", "untiled"),
             "upsample": ("tiles", "interpolate"),
+            "rope": ("complex", "real"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

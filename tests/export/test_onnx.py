@@ -1,5 +1,6 @@
-"""ONNX export of the image path: onnxruntime's outputs equal samkit's PyTorch outputs, and the names
-and shapes are those third-party SAM 2 exports use."""
+"""ONNX export: onnxruntime's outputs equal samkit's PyTorch outputs, the image path's names and shapes
+are those third-party SAM 2 exports use, and a clip tracked with the exported graphs equals samkit's
+tracking."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 
 import samkit
 from samkit.cli import main
-from samkit.export import ExportError, export_onnx
+from samkit.export import ExportError, OnnxVideoTracker, export_onnx
+from samkit.prompts import Prompt, PromptError
 from samkit.transforms import preprocess_images
 
 ort = pytest.importorskip("onnxruntime")  # in the test extra: never skipped there
@@ -23,7 +25,7 @@ def exported(tiny_model, tmp_path_factory):
     export_onnx(tiny_model, out)
     sessions = {
         name: ort.InferenceSession(str(out / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-        for name in ("encoder", "decoder")
+        for name in ("encoder", "decoder", "memory_encoder", "memory_attention")
     }
     return out, sessions
 
@@ -38,18 +40,37 @@ def test_names_and_shapes(exported, tiny_model):
     out, s = exported
     assert not tiny_model.training  # the export leaves the model as it was (eval mode)
     assert [i.name for i in s["encoder"].get_inputs()] == ["image"]
+    # the names third-party exports use first; what video tracking needs after them
     assert [o.name for o in s["encoder"].get_outputs()] == [
         "image_embed",
         "high_res_feats_0",
         "high_res_feats_1",
+        "vision_feats",
     ]
     assert [i.name for i in s["decoder"].get_inputs()] == [
         "image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels",
         "mask_input", "has_mask_input", "orig_im_size",
     ]  # fmt: skip
-    assert [o.name for o in s["decoder"].get_outputs()] == ["iou_predictions", "low_res_masks", "masks"]
+    assert [o.name for o in s["decoder"].get_outputs()] == [
+        "iou_predictions", "low_res_masks", "masks",
+        "object_score_logits", "single_low_res_mask", "single_iou", "obj_ptr",
+    ]  # fmt: skip
+    assert [i.name for i in s["memory_encoder"].get_inputs()] == [
+        "vision_feats", "low_res_mask", "object_score_logits", "is_mask_from_points",
+    ]  # fmt: skip
+    assert [(i.name, i.shape) for i in s["memory_attention"].get_inputs()] == [
+        ("vision_feats", [1, 32, 8, 8]),
+        ("memory_feats", [1, 8, 16, 8, 8]),  # 2 prompted-frame slots + 6 recent frames
+        ("memory_tpos", [1, 8]),
+        ("memory_valid", [1, 8]),
+        ("obj_ptrs", [1, 17, 32]),  # 2 + 15 object pointers
+        ("obj_ptr_pos", [1, 17]),
+        ("obj_ptr_valid", [1, 17]),
+    ]
     info = json.loads((out / "samkit-onnx.json").read_text())
     assert info["model"] == "test-tiny" and info["image_size"] == 128 and len(info["mean"]) == 3
+    assert info["memory"] == {"cond_frames": 2, "frame_slots": 8, "pointer_slots": 17}
+    assert info["tracking"]["num_maskmem"] == 7
 
 
 @pytest.mark.parametrize("prompt", ["clicks", "box", "mask"])
@@ -59,7 +80,7 @@ def test_onnxruntime_equals_samkit(exported, tiny_model, prompt):
     _, s = exported
     image = np.random.default_rng(1).integers(0, 256, (90, 140, 3), dtype=np.uint8)
     x = preprocess_images([image], 128, "cpu")
-    embed, hr0, hr1 = s["encoder"].run(None, {"image": x.numpy()})
+    embed, hr0, hr1, _ = s["encoder"].run(None, {"image": x.numpy()})
     with torch.inference_mode():
         want_embed, (want0, want1) = tiny_model.encode_image(x)
     for got, want in ((embed, want_embed), (hr0, want0), (hr1, want1)):
@@ -83,7 +104,7 @@ def test_onnxruntime_equals_samkit(exported, tiny_model, prompt):
         mask_input = previous[:1][None].astype(np.float32)
         kw["mask_input"] = previous[:1]
     masks, scores, low = pred.predict(**kw, multimask_output=True, return_logits=True)
-    iou, low_got, full = s["decoder"].run(
+    iou, low_got, full, *_ = s["decoder"].run(
         None,
         {
             "image_embed": embed, "high_res_feats_0": hr0, "high_res_feats_1": hr1,
@@ -128,5 +149,86 @@ def test_cli_exports(tmp_path, tiny_checkpoint, capsys):
     assert {p.name for p in (tmp_path / "o").iterdir()} == {
         "encoder.onnx",
         "decoder.onnx",
+        "memory_encoder.onnx",
+        "memory_attention.onnx",
         "samkit-onnx.json",
     }
+
+
+# --- the video path ---------------------------------------------------------------------------
+
+
+def moving_shapes(n=20, h=72, w=96):
+    """A clip: a red square moving right, a green bar standing still."""
+    frames = []
+    for t in range(n):
+        f = np.full((h, w, 3), 40, np.uint8)
+        f[20:45, 10 + 2 * t : 35 + 2 * t] = (220, 60, 60)
+        f[50:65, 60:80] = (30, 200, 90)
+        frames.append(f)
+    return frames
+
+
+def test_tracking_with_onnxruntime_equals_the_video_predictor(exported, tiny_model):
+    """A click and a box on frame 0, tracked through 20 frames: every frame's logits at video
+    resolution equal VideoPredictor's (without hole filling) within 1e-4 relative."""
+    (out, _), model = exported, tiny_model
+    frames = moving_shapes()
+    pred = samkit.VideoPredictor(model, fill_hole_area=0, progress=False)
+    state = pred.init_state(frames)
+    pred.add_new_points_or_box(state, 0, 1, points=np.array([[22, 32]]), labels=np.array([1]))
+    pred.add_new_points_or_box(state, 0, 2, box=np.array([58, 48, 82, 67]))
+    want = {t: masks.numpy() for t, _, masks in pred.propagate_in_video(state)}
+
+    tracker = OnnxVideoTracker(out)
+    prompts = {0: {1: {"points": [[22, 32]], "labels": [1]}, 2: Prompt(box=(58.0, 48.0, 82.0, 67.0))}}
+    got = dict(tracker.track(frames, prompts))
+    assert sorted(got) == list(range(20)) and tracker.obj_ids == [1, 2]
+    present = 0
+    for t in range(20):
+        for i, obj in enumerate((1, 2)):
+            close(got[t][obj], want[t][i, 0])
+            assert ((got[t][obj] > 0) == (want[t][i, 0] > 0)).all()
+            present += int((want[t][i, 0] > 0).any())
+    assert present > 20  # the comparison covers masks, not only absent objects (-1024 everywhere)
+
+
+def test_onnx_tracking_of_a_later_object_and_a_correction_equals_the_stream_tracker(exported, tiny_model):
+    """An object started on frame 3 and a correction of the first on frame 8: the masks of the
+    StreamTracker (which equal the video predictor driven the same way) on every frame."""
+    (out, _), model = exported, tiny_model
+    frames = moving_shapes(14)
+    prompts = {
+        0: {"a": {"points": [[22, 32]]}},
+        3: {"b": {"points": [[70, 57], [30, 10]], "labels": [1, 0]}},
+        8: {"a": {"points": [[40, 30]], "labels": [0]}},
+    }
+    stream = samkit.StreamTracker(model, fill_hole_area=0)
+    tracker = OnnxVideoTracker(out)
+    for t, frame in enumerate(frames):
+        want = stream.track(frame, prompts.get(t))
+        got = tracker.step(frame, prompts.get(t))
+        assert sorted(got) == sorted(want)
+        for obj in want:
+            assert ((got[obj] > 0) == want[obj]).mean() > 0.999
+
+
+def test_onnx_tracker_errors(exported, tiny_model, tmp_path):
+    (out, _), model = exported, tiny_model
+    with pytest.raises(ExportError, match="no samkit ONNX export"):
+        OnnxVideoTracker(tmp_path)
+    (tmp_path / "samkit-onnx.json").write_text(json.dumps({"image_size": 128}))
+    with pytest.raises(ExportError, match="no video graphs"):
+        OnnxVideoTracker(tmp_path)
+    tracker = OnnxVideoTracker(out)
+    frame = moving_shapes(1)[0]
+    with pytest.raises(PromptError, match="outside the 96x72 image"):
+        tracker.step(frame, {1: {"points": [[200, 10]]}})
+    with pytest.raises(PromptError, match="mask prompts are not supported"):
+        tracker.step(frame, {1: {"mask": np.ones((72, 96), bool)}})
+    assert tracker.obj_ids == []  # nothing started by a refused prompt
+    tracker.step(frame, {1: {"points": [[20, 30]]}})
+    with pytest.raises(ValueError, match="frame 1 is 50x40, the first was 96x72"):
+        tracker.step(np.zeros((40, 50, 3), np.uint8))
+    with pytest.raises(ExportError, match="cond_frames must be 2 to 16"):
+        export_onnx(model, tmp_path, cond_frames=1)

@@ -14,9 +14,12 @@ from samkit.modeling.hiera import window_partition, window_unpartition
 from samkit.modeling.position_encoding import (
     PositionEmbeddingSine,
     apply_rope,
+    apply_rope_real,
     axial_rope_angles,
+    rope_cos_sin,
     rope_rotations,
 )
+from samkit.policy import override
 
 
 def test_image_encoder_shapes(tiny_model):
@@ -102,6 +105,29 @@ def test_memory_modules_run(tiny_model):
         )
     assert out.shape == curr.shape and torch.isfinite(out).all()
     assert math.isfinite(out.sum().item())
+
+
+def test_real_rope_equals_complex_rope():
+    """The real cos/sin form (what ONNX export traces) against the complex products, over several frames
+    of keys; and the memory attention with either form, pointer tokens and a key mask included."""
+    angles = axial_rope_angles(8, 4, 4)
+    x = torch.randn(2, 3, 48, 8)  # three frames of the 4x4 grid
+    torch.testing.assert_close(
+        apply_rope_real(x, *rope_cos_sin(angles)), apply_rope(x, rope_rotations(angles))
+    )
+
+    model = build_model(VARIANTS["test-tiny"], device="cpu").eval()
+    cfg, s = model.cfg, model.cfg.embedding_size
+    torch.manual_seed(1)
+    curr = torch.randn(2, s * s, cfg.d_model)
+    memory = torch.randn(2, 3 * s * s + 8, cfg.mem_dim)
+    mask = torch.rand(2, memory.shape[1]) > 0.3
+    args = (curr, torch.randn_like(curr), memory, torch.randn_like(memory))
+    with torch.no_grad():
+        want = model.memory_attention(*args, num_obj_ptr_tokens=8, memory_mask=mask)
+        with override(rope="real"):
+            got = model.memory_attention(*args, num_obj_ptr_tokens=8, memory_mask=mask)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_hiera_position_embedding_cache_follows_the_weights():

@@ -1,4 +1,4 @@
-"""``samkit export onnx``: the image path as ONNX graphs (:mod:`samkit.export.onnx`)."""
+"""``samkit export onnx``: the image and video paths as ONNX graphs (:mod:`samkit.export.onnx`)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="export the model for other runtimes (ONNX)",
         description="Write encoder.onnx and decoder.onnx (the names third-party SAM 2 exports use: image -> "
         "image_embed, high_res_feats_0/1; point_coords, point_labels, mask_input, has_mask_input, orig_im_size "
-        "-> iou_predictions, low_res_masks, masks) and samkit-onnx.json (sizes and normalisation) into --out. "
-        "Needs samkit[onnx].",
+        "-> iou_predictions, low_res_masks, masks), the video path's memory_encoder.onnx and "
+        "memory_attention.onnx (a fixed-size memory bank; samkit.export.OnnxVideoTracker runs them) and "
+        "samkit-onnx.json (sizes, normalisation, the bank's layout) into --out. Needs samkit[onnx].",
         epilog="example: samkit export onnx --model sam2.1-hiera-tiny --out onnx/",
     )
     ex.add_argument("format", choices=["onnx"], help="the format (onnx)")
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer; default 18)")
+    ex.add_argument(
+        "--cond-frames",
+        type=int,
+        default=2,
+        help="slots of the video memory bank for prompted frames: tracking attends to at most this many, "
+        "the closest in time (2 to 16; default 2)",
+    )
     add_model_args(ex, fast=False)
     return ex
 
@@ -31,14 +39,16 @@ def run(args: argparse.Namespace) -> int:
     # before the model loads (seconds): the checks export_onnx makes too
     if args.opset < MIN_OPSET:
         raise CLIError(f"--opset {args.opset} is not supported: use {MIN_OPSET} or newer (default 18)")
+    if not 2 <= args.cond_frames <= 16:
+        raise CLIError(f"--cond-frames must be 2 to 16, got {args.cond_frames}")
     try:
         require_onnx()
         model = load(args)
-        info = export_onnx(model, args.out, opset=args.opset)
+        info = export_onnx(model, args.out, opset=args.opset, cond_frames=args.cond_frames)
     except ExportError as e:
         raise CLIError(str(e)) from None
     print(
         f"exported {info['model']} ({info['image_size']} px) to {args.out}: encoder.onnx, decoder.onnx, "
-        "samkit-onnx.json"
+        "memory_encoder.onnx, memory_attention.onnx, samkit-onnx.json"
     )
     return 0

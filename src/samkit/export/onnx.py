@@ -17,9 +17,35 @@ decoder.onnx
     (1, 3, S/4, S/4) (the three multimask candidates, logits) and ``masks`` (1, 3, H, W) logits at
     ``orig_im_size``.
 
+The video path adds what tracking needs (:class:`samkit.export.OnnxVideoTracker` runs it):
+
+encoder.onnx
+    a fourth output, ``vision_feats`` (1, 256, S/16, S/16): the frame's features without the "no
+    memory" embedding, which memory attention and the memory encoder take.
+decoder.onnx
+    four more outputs: ``object_score_logits`` (1, 1) (the object is present where > 0);
+    ``single_low_res_mask`` (1, 1, S/4, S/4) and ``single_iou`` (1, 1), the one-mask answer for two or
+    more points (SAM 2's stability fallback included); ``obj_ptr`` (1, 2, 256), the object pointer of
+    the best multimask candidate (row 0) and of the one-mask answer (row 1), absent objects' replaced
+    by the learned no-object pointer.
+memory_encoder.onnx
+    ``vision_feats``, ``low_res_mask`` (1, 1, S/4, S/4) logits of the frame's mask (absent objects'
+    set to -1024, as tracking does), ``object_score_logits`` (1, 1), ``is_mask_from_points`` (1,) (1:
+    the mask answers prompts and is binarised, 0: a tracked mask, through a sigmoid) ->
+    ``maskmem_features`` (1, 64, S/16, S/16).
+memory_attention.onnx
+    a fixed-size memory bank: ``vision_feats``; ``memory_feats`` (1, K, 64, S/16, S/16), ``memory_tpos``
+    int64 (1, K) (0 for a prompted frame, 1..6 for the frame that many frames back... as ``num_maskmem
+    - t_pos`` in SAM 2) and ``memory_valid`` (1, K) (1 for a used slot, 0 for an empty one);
+    ``obj_ptrs`` (1, P, 256), ``obj_ptr_pos`` (1, P) (signed frame distance over
+    ``max(min(num_frames, 16) - 1, 1)``) and ``obj_ptr_valid`` (1, P) -> ``pix_feat`` (1, 256, S/16,
+    S/16), the features the decoder takes instead of ``image_embed`` on a tracked frame. K = C + 6 and
+    P = C + 15 for C conditioning-frame slots (``cond_frames``, default 2); the rotary encoding is
+    written in real arithmetic.
+
 The exported graphs are samkit's own modules, traced with the execution policy's plain paths (no
-CPU-specific kernels), so onnxruntime's outputs equal samkit's PyTorch outputs up to float rounding.
-The video parts (memory encoder, memory attention) are not exported yet.
+CPU-specific kernels, real-valued rotary encoding), so onnxruntime's outputs equal samkit's PyTorch
+outputs up to float rounding.
 """
 
 from __future__ import annotations
@@ -36,10 +62,19 @@ from torch import nn
 from ..modeling import SAM2Model
 from ..policy import override
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..video import tracking as trk
 
-__all__ = ["ENCODER_OUTPUTS", "DECODER_INPUTS", "DECODER_OUTPUTS", "ExportError", "export_onnx"]
+__all__ = [
+    "ENCODER_OUTPUTS",
+    "DECODER_INPUTS",
+    "DECODER_OUTPUTS",
+    "MEMORY_ATTENTION_INPUTS",
+    "MEMORY_ENCODER_INPUTS",
+    "ExportError",
+    "export_onnx",
+]
 
-ENCODER_OUTPUTS = ["image_embed", "high_res_feats_0", "high_res_feats_1"]
+ENCODER_OUTPUTS = ["image_embed", "high_res_feats_0", "high_res_feats_1", "vision_feats"]
 DECODER_INPUTS = [
     "image_embed",
     "high_res_feats_0",
@@ -50,7 +85,39 @@ DECODER_INPUTS = [
     "has_mask_input",
     "orig_im_size",
 ]
-DECODER_OUTPUTS = ["iou_predictions", "low_res_masks", "masks"]
+DECODER_OUTPUTS = [
+    "iou_predictions",
+    "low_res_masks",
+    "masks",
+    "object_score_logits",
+    "single_low_res_mask",
+    "single_iou",
+    "obj_ptr",
+]
+MEMORY_ENCODER_INPUTS = ["vision_feats", "low_res_mask", "object_score_logits", "is_mask_from_points"]
+MEMORY_ATTENTION_INPUTS = [
+    "vision_feats",
+    "memory_feats",
+    "memory_tpos",
+    "memory_valid",
+    "obj_ptrs",
+    "obj_ptr_pos",
+    "obj_ptr_valid",
+]
+# what a tracker running the exported graphs needs to know of the model's configuration
+TRACKING_FIELDS = (
+    "num_maskmem",
+    "max_cond_frames_in_attn",
+    "memory_temporal_stride_for_eval",
+    "use_obj_ptrs_in_encoder",
+    "max_obj_ptrs_in_encoder",
+    "only_obj_ptrs_in_the_past_for_eval",
+    "use_signed_tpos_enc_to_obj_ptrs",
+    "multimask_output_in_sam",
+    "multimask_output_for_tracking",
+    "multimask_min_pt_num",
+    "multimask_max_pt_num",
+)
 MIN_OPSET = 17  # LayerNormalization
 
 
@@ -66,8 +133,11 @@ class OnnxEncoder(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor):
-        embed, (hr0, hr1) = self.model.encode_image(image)
-        return embed, hr0, hr1
+        out = self.model.forward_image(image)
+        top = out.features[-1]
+        embed = top + self.model.no_mem_embed.reshape(1, -1, 1, 1)  # as encode_image
+        hr0, hr1 = out.features[:-1]
+        return embed, hr0, hr1, top
 
 
 class OnnxDecoder(nn.Module):
@@ -94,18 +164,99 @@ class OnnxDecoder(nn.Module):
         has = has_mask_input.reshape(-1, 1, 1, 1)
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         dense = has * pe.mask_downscaling(mask_input) + (1 - has) * no_mask
-        masks, iou, _, _ = self.model.sam_mask_decoder(
-            image_embeddings=image_embed,
-            image_pe=pe.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
+        model, dec = self.model, self.model.sam_mask_decoder
+        # all four tokens' masks: the three candidates, and token 0's for the one-mask answer
+        all_masks, all_ious, tokens, obj_logits = dec.predict_masks(
+            image_embed,
+            pe.get_dense_pe(),
+            sparse,
+            dense,
             repeat_image=False,
             high_res_features=[high_res_feats_0, high_res_feats_1],
         )
+        masks, iou = all_masks[:, 1:], all_ious[:, 1:]
+        if dec.dynamic_multimask_via_stability:
+            single, single_iou = dec._dynamic_multimask_via_stability(all_masks, all_ious)
+        else:
+            single, single_iou = all_masks[:, :1], all_ious[:, :1]
         size = orig_im_size.to(torch.int64)
         full = F.interpolate(masks, size=(size[0], size[1]), mode="bilinear", align_corners=False)
-        return iou, masks, full
+        # the object pointers tracking stores: the best candidate's token (or token 0, as configured)
+        # and the one-mask answer's (always token 0)
+        best = torch.argmax(iou, dim=-1)
+        multi_token = (
+            tokens[:, 1:][torch.arange(1), best] if dec.use_multimask_token_for_obj_ptr else tokens[:, 0]
+        )
+        ptrs = model.obj_ptr_proj(torch.stack([multi_token, tokens[:, 0]], dim=1))
+        ptrs = trk._with_presence(model, ptrs, (obj_logits > 0)[:, None])
+        return iou, masks, full, obj_logits, single, single_iou, ptrs
+
+
+class OnnxMemoryEncoder(nn.Module):
+    """A frame's features and its mask (low-res logits) -> the memory features tracking stores."""
+
+    def __init__(self, model: SAM2Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, vision_feats, low_res_mask, object_score_logits, is_mask_from_points):
+        s = self.model.image_size
+        high = F.interpolate(low_res_mask, size=(s, s), mode="bilinear", align_corners=False)
+        binary = trk.encode_memory(self.model, vision_feats, high, object_score_logits, True)[0]
+        soft = trk.encode_memory(self.model, vision_feats, high, object_score_logits, False)[0]
+        # (two memory encoder runs, one cheap: a data-dependent choice, exact either way)
+        pick = is_mask_from_points.reshape(1, 1, 1, 1)
+        return pick * binary + (1 - pick) * soft
+
+
+class OnnxMemoryAttention(nn.Module):
+    """Memory attention over a fixed-size bank (:func:`samkit.video.tracking.assemble_memory_static`'s
+    layout, built from the bank's tensors inside the graph)."""
+
+    def __init__(self, model: SAM2Model, curr_pos: torch.Tensor, pos_enc: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        # constant sine encodings: the frame's (1, hw, C) and the memory's (hw, mem_dim)
+        self.register_buffer("curr_pos", curr_pos)
+        self.register_buffer("pos_enc", pos_enc)
+
+    def forward(
+        self, vision_feats, memory_feats, memory_tpos, memory_valid, obj_ptrs, obj_ptr_pos, obj_ptr_valid
+    ):
+        model, cfg = self.model, self.model.cfg
+        c, mem_dim = model.hidden_dim, model.mem_dim
+        b, k = memory_feats.shape[:2]
+        hw = memory_feats.shape[-2] * memory_feats.shape[-1]
+        mem = memory_feats.flatten(3).transpose(2, 3)  # (1, K, hw, mem_dim)
+        tpos = model.maskmem_tpos_enc.reshape(cfg.num_maskmem, mem_dim)[cfg.num_maskmem - 1 - memory_tpos]
+        pos = self.pos_enc + tpos[:, :, None, :]  # (1, K, hw, mem_dim)
+        valid = (memory_valid > 0.5)[:, :, None].expand(b, k, hw)
+        mems, poss, valids = [mem.flatten(1, 2)], [pos.flatten(1, 2)], [valid.flatten(1, 2)]
+        p = obj_ptrs.shape[1]
+        n_ptr = 0
+        if cfg.use_obj_ptrs_in_encoder and p > 0:
+            if cfg.add_tpos_enc_to_obj_ptrs:
+                tpos_dim = c if cfg.proj_tpos_enc_in_obj_ptrs else mem_dim
+                obj_pos = model.obj_ptr_tpos_proj(trk.sine_pe_1d(obj_ptr_pos.flatten(), tpos_dim))
+                obj_pos = obj_pos.reshape(b, p, mem_dim)
+            else:
+                obj_pos = obj_ptrs.new_zeros(b, p, mem_dim)
+            per = c // mem_dim if mem_dim < c else 1
+            ptrs = obj_ptrs.reshape(b, p, per, mem_dim).flatten(1, 2) if per > 1 else obj_ptrs
+            mems.append(ptrs)
+            poss.append(obj_pos.repeat_interleave(per, dim=1))
+            valids.append((obj_ptr_valid > 0.5).repeat_interleave(per, dim=1))
+            n_ptr = p * per
+        top = vision_feats
+        out = model.memory_attention(
+            top.flatten(2).transpose(1, 2),
+            self.curr_pos.expand(b, -1, -1),
+            torch.cat(mems, dim=1),
+            torch.cat(poss, dim=1),
+            num_obj_ptr_tokens=n_ptr,
+            memory_mask=torch.cat(valids, dim=1),
+        )
+        return out.transpose(1, 2).reshape(top.shape)
 
 
 def _check_model(model: SAM2Model) -> None:
@@ -115,6 +266,8 @@ def _check_model(model: SAM2Model) -> None:
         raise ExportError("export an fp32 model (load it without --fast): the graphs are float32")
     if not model.cfg.use_high_res_features_in_sam:
         raise ExportError(f"{model.cfg.name} has no high-resolution features: not the SAM 2 layout")
+    if not model.cfg.directly_add_no_mem_embed or model.cfg.num_maskmem == 0:
+        raise ExportError(f"{model.cfg.name} has no memory or adds it differently: not the SAM 2 layout")
 
 
 def require_onnx() -> None:
@@ -125,55 +278,136 @@ def require_onnx() -> None:
         raise ExportError("ONNX export needs the onnx package: pip install 'samkit[onnx]'") from None
 
 
-def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18) -> dict:
-    """Write ``encoder.onnx``, ``decoder.onnx`` and ``samkit-onnx.json`` (model, sizes, normalisation,
-    names) into ``out_dir``; returns the JSON's content. Needs ``onnx`` (``pip install
-    'samkit[onnx]'``)."""
+def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18, cond_frames: int = 2) -> dict:
+    """Write ``encoder.onnx``, ``decoder.onnx``, ``memory_encoder.onnx``, ``memory_attention.onnx`` and
+    ``samkit-onnx.json`` (model, sizes, normalisation, names, the memory bank's layout) into
+    ``out_dir``; returns the JSON's content. ``cond_frames``: the memory bank's slots for prompted
+    frames (a tracker attends to at most this many, the closest in time). Needs ``onnx`` (``pip
+    install 'samkit[onnx]'``)."""
     _check_model(model)
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} or newer (default 18)")
+    if not isinstance(cond_frames, int) or not 2 <= cond_frames <= 16:
+        raise ExportError(f"cond_frames must be 2 to 16, got {cond_frames!r}")
     require_onnx()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cfg = model.cfg
     was_training = model.training
     model = model.eval()
     dev = model.device
     s = model.image_size
-    image = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(0)).to(
-        dev
-    )  # (not the global RNG)
+    g = torch.Generator().manual_seed(0)  # example inputs (not the global RNG)
+    image = torch.randn(1, 3, s, s, generator=g).to(dev)
     with torch.no_grad():
-        embed, hr0, hr1 = OnnxEncoder(model)(image)
+        embed, hr0, hr1, top = OnnxEncoder(model)(image)
+        top_pos = trk.frame_features(model, image).top_pos
+        low = torch.randn(1, 1, s // 4, s // 4, generator=g).to(dev)
+        score = torch.ones(1, 1, device=dev)
+        _, mem_pos = trk.encode_memory(model, top, F.interpolate(low, size=(s, s)), score, True)
     # decoder example: two clicks
     coords = torch.tensor([[[s * 0.4, s * 0.5], [s * 0.6, s * 0.4]]], device=dev)
     labels = torch.tensor([[1.0, 0.0]], device=dev)
     mask_input = torch.zeros(1, 1, s // 4, s // 4, device=dev)
     has_mask = torch.zeros(1, device=dev)
     orig = torch.tensor([s * 0.75, float(s)], device=dev)
-    # plain kernels: the CPU's tiled upscaling and banded upsampling are for eager speed only
-    plain = dict(upscale="untiled", upsample="interpolate", attention="fused", fused_linear=False)
+    # memory examples: the bank full, its slot layout that of assemble_memory_static
+    k, p = memory_slots(model, cond_frames)
+    h, w = top.shape[-2:]
+    bank = (
+        top,
+        torch.randn(1, k, model.mem_dim, h, w, generator=g).to(dev),
+        torch.tensor([[0] * cond_frames + list(range(1, k - cond_frames + 1))], device=dev),
+        torch.ones(1, k, device=dev),
+        torch.randn(1, p, model.hidden_dim, generator=g).to(dev),
+        torch.linspace(0, 1, p, device=dev)[None],
+        torch.ones(1, p, device=dev),
+    )
+    curr_pos = top_pos.flatten(2).transpose(1, 2)
+    pos_enc = mem_pos[0].flatten(1).t().contiguous()
+    # plain kernels: the CPU's tiled upscaling and banded upsampling are for eager speed only; the
+    # rotary encoding in real arithmetic (ONNX has no complex numbers)
+    plain = dict(
+        upscale="untiled", upsample="interpolate", attention="fused", fused_linear=False, rope="real"
+    )
     # with gradients on, the mask decoder takes its plain (training) expression: the inference path
     # writes masks into preallocated buffers, which a trace does not follow
     params = [p for p in model.parameters()]
     grads = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(True)
+    for q in params:
+        q.requires_grad_(True)
     try:
-        _export_graphs(
-            model, out, opset, plain, image, (embed, hr0, hr1, coords, labels, mask_input, has_mask, orig)
-        )
+        graphs = [
+            ("encoder", OnnxEncoder(model), (image,), ["image"], ENCODER_OUTPUTS, None),
+            (
+                "decoder",
+                OnnxDecoder(model),
+                (embed, hr0, hr1, coords, labels, mask_input, has_mask, orig),
+                DECODER_INPUTS,
+                DECODER_OUTPUTS,
+                {
+                    "point_coords": {1: "num_points"},
+                    "point_labels": {1: "num_points"},
+                    "masks": {2: "height", 3: "width"},
+                },
+            ),
+            (
+                "memory_encoder",
+                OnnxMemoryEncoder(model),
+                (top, low, score, torch.ones(1, device=dev)),
+                MEMORY_ENCODER_INPUTS,
+                ["maskmem_features"],
+                None,
+            ),
+            (
+                "memory_attention",
+                OnnxMemoryAttention(model, curr_pos, pos_enc),
+                bank,
+                MEMORY_ATTENTION_INPUTS,
+                ["pix_feat"],
+                None,
+            ),
+        ]
+        with override(**plain), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes about Python values
+            for name, module, args, inputs, outputs, dynamic in graphs:
+                # (wrappers in eval mode: the exporter restores a module's mode afterwards, and a new
+                # module's is training, which would switch the model into training mode)
+                torch.onnx.export(
+                    module.eval(),
+                    args,
+                    str(out / f"{name}.onnx"),
+                    input_names=inputs,
+                    output_names=outputs,
+                    dynamic_axes=dynamic,
+                    opset_version=opset,
+                    dynamo=False,
+                )
     finally:
-        for p, g in zip(params, grads):
-            p.requires_grad_(g)
+        for q, g_ in zip(params, grads):
+            q.requires_grad_(g_)
         model.train(was_training)
     info = {
-        "model": model.cfg.name,
+        "model": cfg.name,
         "image_size": s,
         "mean": [255 * m for m in IMAGENET_MEAN],
         "std": [255 * v for v in IMAGENET_STD],
         "opset": opset,
         "encoder": {"file": "encoder.onnx", "inputs": ["image"], "outputs": ENCODER_OUTPUTS},
         "decoder": {"file": "decoder.onnx", "inputs": DECODER_INPUTS, "outputs": DECODER_OUTPUTS},
+        "memory_encoder": {
+            "file": "memory_encoder.onnx",
+            "inputs": MEMORY_ENCODER_INPUTS,
+            "outputs": ["maskmem_features"],
+        },
+        "memory_attention": {
+            "file": "memory_attention.onnx",
+            "inputs": MEMORY_ATTENTION_INPUTS,
+            "outputs": ["pix_feat"],
+        },
+        # the memory bank's layout, and the configuration fields video tracking reads
+        "memory": {"cond_frames": cond_frames, "frame_slots": k, "pointer_slots": p},
+        "tracking": {f: getattr(cfg, f) for f in TRACKING_FIELDS},
         "notes": "image: RGB resized to image_size x image_size, (x - mean) / std, NCHW float32; "
         "point_coords in pixels of that square (a box: two points labelled 2 and 3); the decoder adds "
         "SAM 2's padding point itself",
@@ -182,31 +416,10 @@ def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18) -
     return info
 
 
-def _export_graphs(model, out: Path, opset: int, plain: dict, image, decoder_args) -> None:
-    with override(**plain), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer's notes about Python values
-        # (wrappers in eval mode: the exporter restores a module's mode afterwards, and a new module's
-        # is training, which would switch the model into training mode)
-        torch.onnx.export(
-            OnnxEncoder(model).eval(),
-            (image,),
-            str(out / "encoder.onnx"),
-            input_names=["image"],
-            output_names=ENCODER_OUTPUTS,
-            opset_version=opset,
-            dynamo=False,
-        )
-        torch.onnx.export(
-            OnnxDecoder(model).eval(),
-            decoder_args,
-            str(out / "decoder.onnx"),
-            input_names=DECODER_INPUTS,
-            output_names=DECODER_OUTPUTS,
-            dynamic_axes={
-                "point_coords": {1: "num_points"},
-                "point_labels": {1: "num_points"},
-                "masks": {2: "height", 3: "width"},
-            },
-            opset_version=opset,
-            dynamo=False,
-        )
+def memory_slots(model: SAM2Model, cond_frames: int) -> tuple[int, int]:
+    """The exported memory bank's size: (frame slots K, pointer slots P) with ``cond_frames`` slots
+    for prompted frames, as :func:`samkit.video.tracking.static_slots` lays them out."""
+    cfg = model.cfg
+    recent = max(cfg.num_maskmem - 1, 0)
+    pointers = cond_frames + cfg.max_obj_ptrs_in_encoder - 1 if cfg.use_obj_ptrs_in_encoder else 0
+    return cond_frames + recent, pointers

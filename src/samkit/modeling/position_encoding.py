@@ -138,3 +138,19 @@ def apply_rope(x: torch.Tensor, rotations: torch.Tensor, out: torch.Tensor | Non
     if out is None:
         return rotated.type_as(x)
     return out.copy_(rotated)
+
+
+def rope_cos_sin(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) of the angles (N, D // 2) for :func:`apply_rope_real`."""
+    return angles.cos(), angles.sin()
+
+
+def apply_rope_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rope` in real arithmetic: each channel pair (a, b) of x (B, heads, N, D) becomes
+    (a cos - b sin, a sin + b cos), with cos and sin (n, D // 2) broadcast over the frames when N is a
+    multiple of n. The same numbers up to float rounding; no complex tensors (ONNX has none)."""
+    n = cos.shape[0]
+    pairs = x.float().unflatten(-1, (-1, 2)).unflatten(-3, (-1, n))  # (B, heads, N // n, n, D // 2, 2)
+    a, b = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    return rotated.flatten(-2).flatten(-3, -2).type_as(x)

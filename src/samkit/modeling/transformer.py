@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..policy import current
 from .common import MLP, attention
-from .position_encoding import apply_rope, axial_rope_angles, rope_rotations
+from .position_encoding import apply_rope, apply_rope_real, axial_rope_angles, rope_cos_sin, rope_rotations
 
 
 def project(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -173,19 +174,29 @@ class RoPEAttention(Attention):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
-        self._rope_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._rope_cache: dict[tuple, torch.Tensor | tuple[torch.Tensor, torch.Tensor]] = {}
         self.dropout = 0.0  # attention dropout in training mode (samkit.train sets it)
 
-    def _rotations(self, n: int, device: torch.device) -> torch.Tensor:
-        """Complex RoPE rotations of a square grid of n tokens (n, d / 2), cached per size and device."""
-        key = (n, device)
+    def _rotations(self, n: int, device: torch.device, real: bool = False):
+        """RoPE rotations of a square grid of n tokens, cached per size, device and form: complex
+        (n, d / 2), or with ``real`` the (cos, sin) pair of (n, d / 2) tensors."""
+        n = int(n)  # (a traced size during ONNX export: the grid is fixed there)
+        key = (n, device, real)
         if key not in self._rope_cache:
             side = int(round(n**0.5))
             if side * side != n:
                 raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
             angles = axial_rope_angles(self.internal_dim // self.num_heads, side, side, self.rope_theta)
-            self._rope_cache[key] = rope_rotations(angles).to(device)
+            if real:
+                self._rope_cache[key] = tuple(t.to(device) for t in rope_cos_sin(angles))
+            else:
+                self._rope_cache[key] = rope_rotations(angles).to(device)
         return self._rope_cache[key]
+
+    def _rotate(self, x: torch.Tensor, n: int, real: bool) -> torch.Tensor:
+        if real:
+            return apply_rope_real(x, *self._rotations(n, x.device, real=True))
+        return apply_rope(x, self._rotations(n, x.device))
 
     def forward(
         self,
@@ -198,22 +209,24 @@ class RoPEAttention(Attention):
         """``key_mask`` (B, Nk) bool: attend only to the keys where it is True."""
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         nq = q.shape[-2]
-        q = apply_rope(q, self._rotations(nq, q.device))
+        real = current(q.device).rope == "real"
+        q = self._rotate(q, nq, real)
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope > 0:
             if n_rope != nq and not self.rope_k_repeat:
                 raise ValueError("keys and queries differ in length but rope_k_repeat is off")
-            rot = self._rotations(nq, k.device)  # broadcast over the memory's frames by apply_rope
-            if num_k_exclude_rope > 0 and torch.is_grad_enabled() and k.requires_grad:
-                # training: out of place, autograd does not differentiate through `out=`
-                k = torch.cat([apply_rope(k[:, :, :n_rope], rot), k[:, :, n_rope:]], dim=2)
+            # (the rotations of one frame's grid, broadcast over the memory's frames)
+            if num_k_exclude_rope > 0 and (real or (torch.is_grad_enabled() and k.requires_grad)):
+                # out of place: autograd does not differentiate through `out=`, and a trace for export
+                # should not record an in-place write
+                k = torch.cat([self._rotate(k[:, :, :n_rope], nq, real), k[:, :, n_rope:]], dim=2)
             elif num_k_exclude_rope > 0:
                 # rotate the spatial keys in place of a fresh (B, H, M, d) tensor and a concatenation;
                 # the object-pointer keys after them stay as they are
                 k = k.contiguous()
-                apply_rope(k[:, :, :n_rope], rot, out=k[:, :, :n_rope])
+                apply_rope(k[:, :, :n_rope], self._rotations(nq, k.device), out=k[:, :, :n_rope])
             else:
-                k = apply_rope(k, rot)
+                k = self._rotate(k, nq, real)
         dropout = self.dropout if self.training else 0.0
         return self.out_proj(self._merge(attention(q, k, v, dropout_p=dropout, key_mask=key_mask)))
 
