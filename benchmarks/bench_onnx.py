@@ -62,7 +62,7 @@ def main() -> None:
 
     def ort_encode():
         x = preprocess_images([image], s, "cpu").numpy()  # the same resize and normalisation
-        e, h0, h1 = enc.run(None, {"image": x})
+        e, h0, h1 = enc.run(["image_embed", "high_res_feats_0", "high_res_feats_1"], {"image": x})
         feeds.update(image_embed=e, high_res_feats_0=h0, high_res_feats_1=h1)
 
     def ort_click():

