@@ -13,6 +13,8 @@ pip_install -e ".[test]"
 SAM2_BUILD_CUDA=0 pip_install --no-deps --no-build-isolation "sam2==1.1.0" "hydra-core==1.3.8" \
     "omegaconf==2.3.0" "antlr4-python3-runtime==4.9.3" "iopath==0.1.10" "portalocker" "pyyaml"
 
+# onnxruntime-web for the page's client-side decoding, from the npm registry into the package
+"$PY" -m samkit.server.vendor
 # headless Chromium for the browser tests (Debian's package; Playwright drives it, no browser download)
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then

@@ -42,6 +42,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     sv.add_argument(
         "--head", default=None, help="a prompt-free head (samkit train-head): the page gets an 'Auto' button"
     )
+    sv.add_argument(
+        "--client-decoding",
+        action="store_true",
+        help="let the page decode clicks itself (onnxruntime-web on the server's embeddings): no request "
+        "per click; the server still answers /v1/segment",
+    )
     add_model_args(sv)
     sv.set_defaults(model=None)
     return sv
@@ -68,6 +74,7 @@ def settings_from_args(args: argparse.Namespace):
         "cors_origins": tuple(args.cors_origin) or None,
         "head": args.head,
         "stream_sessions": args.stream_sessions,
+        "client_decoding": args.client_decoding or None,
     }
     if args.fast:
         # the fast path; a server's clicks pay for compiling the mask upsampling once (at start-up)
@@ -86,6 +93,16 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise CLIError(f"--port must be 1-65535, got {args.port}")
     settings = settings_from_args(args)
+    if settings.client_decoding:
+        # before the model loads: what client-side decoding needs
+        from ..server.vendor import VendorError, require_ort_web
+
+        if settings.precision != "fp32":
+            raise CLIError("--client-decoding exports the float32 decoder: leave out --fast")
+        try:
+            require_ort_web()
+        except VendorError as e:
+            raise CLIError(str(e)) from None
     # load the model before binding, so a bad --model/--checkpoint fails with one line
     if settings.head and args.model is None:
         from ..heads import HeadError, PromptFreeHead

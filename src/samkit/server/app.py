@@ -16,7 +16,7 @@ from ..transforms import warm_up_compiled
 from . import errors
 from .config import Settings, bearer_token, key_ok
 from .errors import ApiError
-from .routes import cvat, health, images, label_studio, page, segment, stream, videos
+from .routes import client, cvat, health, images, label_studio, page, segment, stream, videos
 from .sessions import Sessions
 from .state import Engine
 
@@ -47,6 +47,8 @@ def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI
             warm_up_compiled()
         app.state.engine = Engine(m, config)
         app.state.engine.head = head if head is not None else config.load_head(m)
+        # the decoder the page runs itself (--client-decoding), exported from this model once
+        app.state.client_decoder = client.ClientDecoder.export(m) if config.client_decoding else None
         app.state.sessions = Sessions(config.video_idle_seconds)
         app.state.stream_sessions = 0  # live WebSocket sessions open now (routes/stream.py)
         try:
@@ -73,10 +75,12 @@ def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI
         )
     app.include_router(health.router)
     app.include_router(page.router)
+    app.include_router(client.public)  # onnxruntime-web's files: static, like the page
     auth = [Depends(_require_key)]
     app.include_router(images.router, dependencies=auth)
     app.include_router(segment.router, dependencies=auth)
     app.include_router(videos.router, dependencies=auth)
+    app.include_router(client.router, dependencies=auth)
     app.include_router(cvat.router, dependencies=auth)
     app.include_router(label_studio.router, dependencies=auth)
     app.include_router(stream.router)  # a WebSocket: it checks the key itself (header or ?key=)

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     stream_idle_seconds: float = Field(60.0, gt=0)
     # a prompt-free head (samkit train-head) for POST /v1/segment {"head": true} and the page's button
     head: str | None = None
+    # the page decodes clicks itself (onnxruntime-web) on embeddings the server hands out
+    client_decoding: bool = False
     # the detector of text prompts (Hugging Face id or local folder), loaded at the first text request
     detector: str | None = None
 

@@ -83,6 +83,7 @@ class Health(BaseModel):
     video_sessions: int
     stream_sessions: int = Field(0, description="live tracking sessions open on /v1/stream")
     head: dict | None = Field(None, description="the prompt-free head: kind and classes (null without one)")
+    client_decoding: bool = Field(False, description="the page may decode clicks itself (GET /v1/decoder)")
 
 
 # --- video sessions ---------------------------------------------------------------------------

@@ -25,4 +25,5 @@ def healthz(request: Request) -> Health:
         head=None
         if engine.head is None
         else {"kind": engine.head.kind, "classes": list(engine.head.classes)},
+        client_decoding=getattr(request.app.state, "client_decoder", None) is not None,
     )
