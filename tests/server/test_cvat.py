@@ -27,7 +27,9 @@ def b64(frame: np.ndarray) -> str:
 
 @pytest.fixture()
 def client(tiny_model):
-    with TestClient(create_app(ServerConfig(model="test-tiny", api_key="k"), model=tiny_model)) as c:
+    with TestClient(
+        create_app(ServerConfig(model="test-tiny", api_key="k", integrations=("cvat",)), model=tiny_model)
+    ) as c:
         c.headers["Authorization"] = "Bearer k"
         yield c
 
@@ -121,3 +123,17 @@ def test_the_api_key_is_required(client):
         headers={"Authorization": ""},
     )
     assert r.status_code == 401
+
+
+def test_integrations_are_off_unless_named(tiny_model):
+    from samkit.cli import build_parser
+    from samkit.cli.serve import settings_from_args
+
+    with TestClient(create_app(ServerConfig(model="test-tiny"), model=tiny_model)) as c:
+        assert (
+            c.post("/cvat/interactor", json={"image": b64(FRAMES[0]), "pos_points": [[5, 5]]}).status_code
+            == 404
+        )
+        assert c.get("/label-studio/health").status_code == 404
+    args = build_parser().parse_args(["serve", "--integrations", "cvat,label-studio", "--model", "test-tiny"])
+    assert settings_from_args(args).integrations == ("cvat", "label-studio")

@@ -31,7 +31,11 @@ def data_uri(frame: np.ndarray) -> str:
 
 @pytest.fixture()
 def client(tiny_model):
-    with TestClient(create_app(ServerConfig(model="test-tiny", api_key="k"), model=tiny_model)) as c:
+    with TestClient(
+        create_app(
+            ServerConfig(model="test-tiny", api_key="k", integrations=("label-studio",)), model=tiny_model
+        )
+    ) as c:
         # Label Studio can only send basic auth: any user, the key as password
         c.headers["Authorization"] = "Basic " + base64.b64encode(b"ls:k").decode()
         yield c

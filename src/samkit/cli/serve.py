@@ -43,6 +43,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--head", default=None, help="a prompt-free head (samkit train-head): the page gets an 'Auto' button"
     )
     sv.add_argument(
+        "--integrations",
+        default=None,
+        help="answer these annotation tools' requests, comma-separated: cvat (/cvat/...), label-studio "
+        "(/label-studio, an ML backend), x-anylabeling (/v1/models, /v1/predict, /v1/video/...)",
+    )
+    sv.add_argument(
         "--client-decoding",
         action="store_true",
         help="let the page decode clicks itself (onnxruntime-web on the server's embeddings): no request "
@@ -75,6 +81,7 @@ def settings_from_args(args: argparse.Namespace):
         "head": args.head,
         "stream_sessions": args.stream_sessions,
         "client_decoding": args.client_decoding or None,
+        "integrations": args.integrations,
     }
     if args.fast:
         # the fast path; a server's clicks pay for compiling the mask upsampling once (at start-up)

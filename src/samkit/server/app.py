@@ -81,8 +81,11 @@ def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI
     app.include_router(segment.router, dependencies=auth)
     app.include_router(videos.router, dependencies=auth)
     app.include_router(client.router, dependencies=auth)
-    app.include_router(cvat.router, dependencies=auth)
-    app.include_router(label_studio.router, dependencies=auth)
+    # annotation tools, each only where the settings name it (--integrations)
+    if "cvat" in config.integrations:
+        app.include_router(cvat.router, dependencies=auth)
+    if "label-studio" in config.integrations:
+        app.include_router(label_studio.router, dependencies=auth)
     app.include_router(stream.router)  # a WebSocket: it checks the key itself (header or ?key=)
     return app
 

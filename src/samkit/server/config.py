@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import hmac
 import os
+from typing import Annotated
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ..configs import resolve_name
 from ..policy import PRECISIONS
 
 __all__ = ["ServerConfig", "Settings", "bearer_token", "describe_error", "key_ok"]
+
+
+INTEGRATIONS = ("cvat", "label-studio", "x-anylabeling")
 
 
 class Settings(BaseSettings):
@@ -56,6 +60,9 @@ class Settings(BaseSettings):
     head: str | None = None
     # the page decodes clicks itself (onnxruntime-web) on embeddings the server hands out
     client_decoding: bool = False
+    # annotation tools whose request shapes the server answers: cvat, label-studio, x-anylabeling
+    # (each off unless named: Label Studio's backend fetches image URLs it is given)
+    integrations: Annotated[tuple[str, ...], NoDecode] = ()  # (a comma list in SAMKIT_INTEGRATIONS)
     # the detector of text prompts (Hugging Face id or local folder), loaded at the first text request
     detector: str | None = None
 
@@ -71,6 +78,18 @@ class Settings(BaseSettings):
         if v not in PRECISIONS:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {v!r}")
         return v
+
+    @field_validator("integrations", mode="before")
+    @classmethod
+    def _integrations(cls, v):
+        if isinstance(v, str):  # "cvat,label-studio" (the flag, SAMKIT_INTEGRATIONS)
+            v = [x.strip() for x in v.split(",") if x.strip()]
+        unknown = [x for x in v or () if x not in INTEGRATIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown integration {', '.join(map(str, unknown))}: use {', '.join(INTEGRATIONS)}"
+            )
+        return tuple(dict.fromkeys(v or ()))
 
     @field_validator("api_key", "checkpoint", "device", "cache_dir", "head", "detector", mode="before")
     @classmethod
