@@ -16,7 +16,7 @@ from ..transforms import warm_up_compiled
 from . import errors
 from .config import Settings, bearer_token, key_ok
 from .errors import ApiError
-from .routes import client, cvat, health, images, label_studio, page, segment, stream, videos
+from .routes import client, cvat, health, images, label_studio, page, segment, stream, videos, x_anylabeling
 from .sessions import Sessions
 from .state import Engine
 
@@ -86,6 +86,10 @@ def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI
         app.include_router(cvat.router, dependencies=auth)
     if "label-studio" in config.integrations:
         app.include_router(label_studio.router, dependencies=auth)
+    if "x-anylabeling" in config.integrations:
+        # X-AnyLabeling sends its key in a Token header: these routes check it themselves
+        app.include_router(x_anylabeling.router)
+        app.include_router(x_anylabeling.health_router)
     app.include_router(stream.router)  # a WebSocket: it checks the key itself (header or ?key=)
     return app
 

@@ -21,6 +21,7 @@ class VideoSession:
     state: VideoState
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
+    meta: dict = field(default_factory=dict)  # what an integration keeps with the session
 
 
 class Sessions:
