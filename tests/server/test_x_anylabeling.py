@@ -175,7 +175,7 @@ def test_video_init_prompt_and_propagate_as_x_anylabeling_drives_them(client, ti
             "/v1/predict",
             {"model": "test-tiny", "image": "QUJD", "params": {"marks": [{"type": "point", "data": [1, 1]}]}},
             415,
-                "UNSUPPORTED_IMAGE",
+            "UNSUPPORTED_IMAGE",
         ),
         ("/v1/video/init", {"model": "test-tiny-video", "frames": []}, 422, "MISSING_FRAMES"),
         (
