@@ -110,6 +110,11 @@ def test_decoder_and_embedding_give_the_servers_masks(client):
 
 def test_client_decoding_errors(client, tiny_model):
     assert client.get("/v1/images/nope/embedding").json()["error"]["code"] == "unknown_image"
+    # an embedding asked for another model's decoder
+    image_id = client.post("/v1/images", files={"file": ("p.png", png(photo()))}).json()["image_id"]
+    r = client.get(f"/v1/images/{image_id}/embedding", params={"model": "sam2.1-hiera-large"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "model_mismatch"
+    assert client.get(f"/v1/images/{image_id}/embedding", params={"model": "test-tiny"}).status_code == 200
     assert client.get("/v1/decoder", headers={"Authorization": ""}).status_code == 401
     assert client.get("/static/ort/../../config.py").status_code == 404
     assert client.get("/static/ort/secret.txt").status_code == 404

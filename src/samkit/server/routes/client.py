@@ -97,10 +97,18 @@ def decoder_onnx(request: Request) -> Response:
 
 
 @router.get("/v1/images/{image_id}/embedding")
-def embedding(request: Request, image_id: str) -> Response:
-    """An uploaded image's embedding as float16 bytes (half the float32 size), in /v1/decoder's order."""
+def embedding(request: Request, image_id: str, model: str | None = None) -> Response:
+    """An uploaded image's embedding as float16 bytes (half the float32 size), in /v1/decoder's order.
+    ``model``: the model of the decoder the client holds; another model's decoder would turn this
+    embedding into wrong masks, so a mismatch is refused (409) and the client fetches the decoder again."""
     d = _decoder(request)
     engine = request.app.state.engine
+    if model is not None and model != engine.model.cfg.name:
+        raise ApiError(
+            409,
+            "model_mismatch",
+            f"this server's embeddings are {engine.model.cfg.name}'s, not {model}'s: fetch /v1/decoder.onnx again",
+        )
     etag = f'"{image_id[:64]}-{engine.model.cfg.name}-f16"'
     # the id is the image's hash: for one model its embedding never changes
     headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
