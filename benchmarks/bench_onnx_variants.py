@@ -1,4 +1,4 @@
-"""The exported graphs' fp16 and int8 variants against float32: file sizes, onnxruntime (CPU) encode and
+"""The exported graphs' variants (fp16, int8, int8-dynamic) against float32: file sizes, onnxruntime (CPU) encode and
 click times, and how far their masks move (#32).
 
     python3 benchmarks/bench_onnx_variants.py [--model sam2.1-hiera-tiny] [--runs 3] [--threads 2]
@@ -33,14 +33,14 @@ def main() -> None:
     import oracle
     import samkit
     from samkit.export import export_onnx
-    from samkit.export.onnx import GRAPH_FILES, export_variant
+    from samkit.export.onnx import GRAPH_FILES, VARIANTS, export_variant
     from samkit.transforms import load_image, preprocess_images
 
     torch.set_num_threads(args.threads)
     model = samkit.load_model(args.model, checkpoint=oracle.checkpoint(args.model), device="cpu")
     folder = Path(tempfile.mkdtemp())
     export_onnx(model, folder)
-    dirs = {"fp32": folder, **{v: export_variant(folder, v) for v in ("fp16", "int8")}}
+    dirs = {"fp32": folder, **{v: export_variant(folder, v) for v in VARIANTS}}
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     opts.log_severity_level = 3
@@ -105,7 +105,7 @@ def main() -> None:
             "encode_s": round(statistics.median(enc_t), 3),
             "click_ms": round(1e3 * statistics.median(click_t), 1),
         }
-    for v in ("fp16", "int8"):
+    for v in VARIANTS:
         ious = []
         for a, b in zip(masks["fp32"], masks[v]):
             for m, n in zip(a, b):

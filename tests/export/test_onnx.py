@@ -124,10 +124,10 @@ def test_onnxruntime_equals_samkit(exported, tiny_model, prompt):
 
 def test_export_keeps_the_models_mode(tiny_checkpoint, tmp_path):
     model = samkit.load_model("test-tiny", checkpoint=tiny_checkpoint).train()
-    export_onnx(model, tmp_path)
+    export_onnx(model, tmp_path, graphs=("decoder",))  # (one graph: the mode is kept around all of them)
     assert model.training and model.sam_mask_decoder.training
     model.eval()
-    export_onnx(model, tmp_path)
+    export_onnx(model, tmp_path, graphs=("decoder",))
     assert not model.training and not model.sam_mask_decoder.training
 
 
@@ -247,16 +247,17 @@ def iou(a, b):
     return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
 
 
-# the least IoU of a variant's masks with float32's: fp16 weights keep them (the issue's bar, 0.99);
-# int8 does not reach it on these random weights (nor on perturbed full-size ones: mean 0.972, see
-# bench_onnx_variants.py), so its bar only says the masks are still the object's
-BARS = {"fp16": (0.99, 0.99), "int8": (0.8, 0.8)}  # (click, tracked clip)
+# the least IoU of a variant's masks with float32's. fp16 weights keep them (the issue's bar, 0.99).
+# int8 weights come close (0.98 to 0.99 here; 0.977 min / 0.988 mean on perturbed full-size weights),
+# and onnxruntime's dynamic quantisation moves them further (bench_onnx_variants.py): their bars only
+# say the masks are still the object's
+BARS = {"fp16": (0.99, 0.99), "int8": (0.97, 0.97), "int8-dynamic": (0.8, 0.8)}  # (click, tracked clip)
 
 
-@pytest.mark.parametrize("variant", ["fp16", "int8"])
+@pytest.mark.parametrize("variant", ["fp16", "int8", "int8-dynamic"])
 def test_quantized_variants_keep_the_masks(exported, tiny_model, variant):
-    """fp16 weights and int8 matrix products: the same files in a subfolder, and masks close to the
-    float32 graphs' -- for clicks on a photo and through a tracked clip."""
+    """fp16 and int8 weights, int8 matrix products: the same files in a subfolder, and masks close to
+    the float32 graphs' -- for clicks on a photo and through a tracked clip."""
     out, s = exported
     d = export_variant(out, variant)
     assert sorted(p.name for p in d.iterdir()) == sorted(

@@ -32,8 +32,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--variants",
         default="",
         help="also write smaller copies in --out/<variant>/, comma-separated: fp16 (float16 weights, "
-        "float32 arithmetic; masks kept), int8 (onnxruntime's dynamic quantisation; masks move, measure "
-        "on your data)",
+        "float32 arithmetic; masks kept), int8 (int8 weights, float32 arithmetic; a quarter of the size, "
+        "masks move slightly), int8-dynamic (onnxruntime's dynamic quantisation: int8 arithmetic, masks "
+        "move more; measure on your data)",
     )
     add_model_args(ex, fast=False)
     return ex

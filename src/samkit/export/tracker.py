@@ -51,9 +51,11 @@ class _Object:
 class OnnxVideoTracker:
     """Track objects through frames with ``encoder.onnx``, ``decoder.onnx``, ``memory_encoder.onnx``
     and ``memory_attention.onnx`` of ``onnx_dir`` in onnxruntime (``providers``: its execution
-    providers, default the CPU's)."""
+    providers, default the CPU's; ``threads``: its threads per call, default onnxruntime's)."""
 
-    def __init__(self, onnx_dir: str | os.PathLike, providers: list | None = None) -> None:
+    def __init__(
+        self, onnx_dir: str | os.PathLike, providers: list | None = None, threads: int | None = None
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -78,6 +80,8 @@ class OnnxVideoTracker:
         self.cfg = self._plan_model.cfg
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # not the shape-merging notes of a loaded graph
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
         self._s = {
             g: ort.InferenceSession(
                 str(d / f"{g}.onnx"), opts, providers=providers or ["CPUExecutionProvider"]
