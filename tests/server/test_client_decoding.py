@@ -125,12 +125,22 @@ def test_client_decoding_errors(client, tiny_model):
 
 def test_onnxruntime_web_is_shipped(client):
     assert ort_web_present(), "run python -m samkit.server.vendor (scripts/test.sh does)"
-    for name, media in zip(ORT_WEB_FILES, ("text/javascript", "text/javascript", "application/wasm")):
+    assert len(ORT_WEB_FILES) == 6  # the WASM and WebGPU backends
+    for name in ORT_WEB_FILES:
+        media = "application/wasm" if name.endswith(".wasm") else "text/javascript"
         r = client.get(f"/static/ort/{name}", headers={"Authorization": ""})  # no key, like the page
         assert r.status_code == 200 and r.headers["content-type"].startswith(media) and len(r.content) > 1000
 
 
-def test_page_decodes_clicks_in_chromium(tiny_model, tmp_path):
+# Chromium without a GPU has no WebGPU adapter (the WASM backend); with SwiftShader's it has one
+WEBGPU_FLAGS = [f for f in FLAGS if f != "--disable-gpu"] + [
+    "--enable-unsafe-webgpu",
+    "--use-webgpu-adapter=swiftshader",
+]
+
+
+@pytest.mark.parametrize("backend, flags", [("WASM", FLAGS), ("WebGPU", WEBGPU_FLAGS)])
+def test_page_decodes_clicks_in_chromium(tiny_model, tmp_path, backend, flags):
     from playwright.sync_api import sync_playwright
 
     path = tmp_path / "photo.png"
@@ -139,24 +149,23 @@ def test_page_decodes_clicks_in_chromium(tiny_model, tmp_path):
     errors: list[str] = []
     requests: list[str] = []
     with serve(app) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
         page = browser.new_page()
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url + "/")
         page.set_input_files("#file", str(path))
         page.wait_for_function(
-            "document.getElementById('status').textContent.startsWith('Ready')", timeout=60000
+            "document.getElementById('status').textContent.startsWith('Ready')", timeout=90000
         )
-        assert "decoded in the browser" in page.locator("#status").text_content(), page.locator(
-            "#status"
-        ).text_content()
+        status = page.locator("#status").text_content()
+        assert f"decoded in the browser ({backend})" in status, status
         page.on("request", lambda r: requests.append(r.url))
         box = page.locator("#overlay").bounding_box()
         page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
         page.wait_for_function(
-            "document.getElementById('status').textContent.includes('mask(s)')", timeout=30000
+            "document.getElementById('status').textContent.includes('mask(s)')", timeout=60000
         )
-        assert "decoded in the browser" in page.locator("#status").text_content()
+        assert f"decoded in the browser, {backend}" in page.locator("#status").text_content()
         assert page.locator("#candidates button").count() == 3
         image_id, points = page.evaluate("[state.imageId, state.points]")
         got = [
@@ -165,7 +174,7 @@ def test_page_decodes_clicks_in_chromium(tiny_model, tmp_path):
         ]
         # a background click: one mask, refined from the one shown
         page.mouse.click(box["x"] + 5, box["y"] + 5, button="right")
-        page.wait_for_function("document.querySelectorAll('#candidates button').length === 1", timeout=30000)
+        page.wait_for_function("document.querySelectorAll('#candidates button').length === 1", timeout=60000)
         refined = np.array(page.evaluate("Array.from(state.masks[0].mask)"), bool).reshape(120, 160)
         refined_points, labels = page.evaluate("[state.points, state.labels]")
         browser.close()

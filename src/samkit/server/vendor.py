@@ -3,8 +3,9 @@ shipped in the package (``server/static/ort/``): the page never loads code from 
 
     python -m samkit.server.vendor            # fetch it (scripts/test.sh and wheel builds do)
 
-Only the WASM backend's three files are kept (the loader, its module and the SIMD WASM binary), with
-the package's MIT licence written beside them. The tarball is checked against the registry's sha512 recorded here.
+Only the WASM backend's files (the loader, its module and the SIMD WASM binary, 15 MiB) and the WebGPU
+backend's (29 MiB, loaded only by browsers that have WebGPU) are kept, with the package's MIT licence
+written beside them. The tarball is checked against the registry's sha512 recorded here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ ORT_WEB_TARBALL = f"https://registry.npmjs.org/onnxruntime-web/-/onnxruntime-web
 ORT_WEB_INTEGRITY = (
     "sha512-5GeH+bWQ+HxM10z7erGlsWqryrwMbSvm/1tkIsKTT48g0fI19VXVVC435t4t7VsPdSQeS7NmuZPXrQ73k82URw=="
 )
-ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+ORT_WEB_FILES = (
+    # the WASM backend (CPU): what every browser runs
+    "ort.wasm.min.js",
+    "ort-wasm-simd-threaded.mjs",
+    "ort-wasm-simd-threaded.wasm",
+    # the WebGPU backend (with the WASM one inside, for the operators WebGPU lacks): where present
+    "ort.webgpu.min.js",
+    "ort-wasm-simd-threaded.asyncify.mjs",
+    "ort-wasm-simd-threaded.asyncify.wasm",
+)
 ORT_DIR = Path(__file__).resolve().parent / "static" / "ort"
 # the npm package carries no licence file; its package.json says MIT (Microsoft's onnxruntime)
 LICENSE = f"""onnxruntime-web {ORT_WEB_VERSION} (https://github.com/microsoft/onnxruntime), files from its npm package:

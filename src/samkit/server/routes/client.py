@@ -5,7 +5,7 @@ onnxruntime-web, on the image embedding the server made, so a click costs no req
 - ``GET /v1/decoder.onnx``: the model's ``decoder.onnx`` (exported at start-up), with an ETag;
 - ``GET /v1/images/{image_id}/embedding``: the cached embedding as float16 bytes (``image_embed``,
   ``high_res_feats_0``, ``high_res_feats_1`` one after the other, little-endian), with an ETag;
-- ``GET /static/ort/{file}``: onnxruntime-web's WASM backend, shipped in the package
+- ``GET /static/ort/{file}``: onnxruntime-web's WebGPU and WASM backends, shipped in the package
   (:mod:`samkit.server.vendor`), without a key like the page itself.
 
 The server still answers ``POST /v1/segment`` for clients that do not decode.
@@ -24,7 +24,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from ..errors import ApiError
-from ..vendor import ORT_DIR, ORT_WEB_FILES, ORT_WEB_VERSION
 
 router = APIRouter(tags=["client decoding"])
 public = APIRouter(include_in_schema=False)
@@ -76,13 +75,20 @@ def _not_modified(request: Request, etag: str) -> bool:
 @router.get("/v1/decoder")
 def decoder_info(request: Request) -> dict:
     """The decoder's inputs and the embedding's layout, for a page that decodes clicks itself."""
+    from ..vendor import ORT_WEB_VERSION  # (not at import: `python -m samkit.server.vendor` runs it)
+
     d = _decoder(request)
     return {
         "model": request.app.state.engine.model.cfg.name,
         "image_size": d.image_size,
         "decoder": "/v1/decoder.onnx",
         "embedding": {"dtype": "float16", "order": list(EMBEDDING_ORDER), "shapes": d.shapes},
-        "onnxruntime_web": {"version": ORT_WEB_VERSION, "path": "/static/ort/"},
+        "onnxruntime_web": {
+            "version": ORT_WEB_VERSION,
+            "path": "/static/ort/",
+            # the page loads one: WebGPU where the browser has an adapter, else WASM
+            "bundles": {"webgpu": "ort.webgpu.min.js", "wasm": "ort.wasm.min.js"},
+        },
     }
 
 
@@ -128,6 +134,8 @@ def embedding(request: Request, image_id: str, model: str | None = None) -> Resp
 @public.get("/static/ort/{name}")
 def ort_file(name: str) -> FileResponse:
     """onnxruntime-web's files (only those shipped: no other path is served)."""
+    from ..vendor import ORT_DIR, ORT_WEB_FILES
+
     if name not in ORT_WEB_FILES and name != "LICENSE.txt":
         raise ApiError(404, "not_found", f"no file {name!r}")
     path = ORT_DIR / name
