@@ -4,12 +4,10 @@ Label Studio sends them (interactive context in percent, tasks with image URLs),
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 import samkit
 from samkit.server import ServerConfig, create_app
@@ -17,16 +15,12 @@ from samkit.server.routes.label_studio import brush_rle, brush_rle_decode
 from samkit.transforms import decode_image
 from videogen import synthetic_frames
 
+from .payloads import data_uri
+
 FRAME = synthetic_frames(1)[0]  # 96x72
 CONFIG = """<View><Image name="img" value="$image"/>
 <BrushLabels name="brush" toName="img"><Label value="Car"/></BrushLabels>
 <KeyPointLabels name="kp" toName="img" smart="true"><Label value="Car"/></KeyPointLabels></View>"""
-
-
-def data_uri(frame: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 @pytest.fixture()

@@ -4,28 +4,21 @@ checked against samkit's own predictors."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 import samkit
 from samkit.polygons import mask_to_polygons
 from samkit.server import ServerConfig, create_app
 from videogen import synthetic_frames
 
+from .payloads import data_uri
+
 FRAMES = synthetic_frames(6)  # 96x72
 HEADERS = {"Content-Type": "application/json", "Token": "k"}  # what X-AnyLabeling sends
-
-
-def data_uri(frame: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 @pytest.fixture()
