@@ -208,3 +208,26 @@ def test_video_prompt_errors(client):
         "/v1/video/propagate", json={"model": "test-tiny-video", "session_id": sid}, headers=HEADERS
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "NO_PROMPT"
+    base = {"model": "test-tiny-video", "session_id": sid, "frame_index": 0, "point_labels": [1]}
+    for bad in ([["a", "b"]], [[True, 0.5]], [[0.5]]):
+        r = client.post("/v1/video/prompt", json={**base, "points": bad}, headers=HEADERS)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "INVALID_PROMPT", bad
+
+
+def test_propagation_stops_at_end_frame(client):
+    frames = [data_uri(f) for f in FRAMES]
+    init = {"model": "test-tiny-video", "frames": frames, "start_frame_index": 10}
+    sid = client.post("/v1/video/init", json=init, headers=HEADERS).json()["data"]["session_id"]
+    # the frames wait on disk, not in memory
+    assert len(list(client.app.state.sessions.get(sid).folder.glob("*.png"))) == 6
+    prompt = {
+        "session_id": sid,
+        "model": "test-tiny-video",
+        "frame_index": 12,
+        "points": [[0.2, 0.4]],
+        "point_labels": [1],
+    }
+    assert client.post("/v1/video/prompt", json=prompt, headers=HEADERS).json()["success"]
+    body = {"session_id": sid, "model": "test-tiny-video", "end_frame": 14}
+    results = client.post("/v1/video/propagate", json=body, headers=HEADERS).json()["data"]["results"]
+    assert sorted(results, key=int) == ["12", "13", "14"]  # from the prompted frame, numbered from 10

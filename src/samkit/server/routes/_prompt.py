@@ -14,9 +14,10 @@ def request_prompt(points, labels, box) -> Prompt:
         raise ApiError(422, "invalid_request", str(e)) from None
 
 
-def best_mask(engine, image_id: str, emb, prompt: Prompt):
+def best_mask(engine, image_id: str, emb, prompt: Prompt, multimask: bool | None = None):
     """The highest-scoring mask (H, W bool) of ``prompt`` on a cached embedding, and its score (the
-    tool integrations answer with one mask)."""
+    tool integrations answer with one mask). ``multimask``: ask for three candidates (default: for a
+    single click, as SAM's authors advise)."""
     import numpy as np
 
     with engine.model_lock:
@@ -24,7 +25,7 @@ def best_mask(engine, image_id: str, emb, prompt: Prompt):
             point_coords=prompt.point_coords,
             point_labels=prompt.point_labels,
             box=prompt.box,
-            multimask_output=prompt.multimask,
+            multimask_output=prompt.multimask if multimask is None else multimask,
         )
     k = int(np.argmax(scores))
     return masks[k] > 0, float(scores[k])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import shutil
 import tempfile
 import time
 import uuid
@@ -33,12 +34,14 @@ from pathlib import Path
 import numpy as np
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from PIL import Image
 
 from ...polygons import mask_to_polygons
+from ...video.io import open_video
 from ..config import bearer_token, key_ok
 from ..errors import ApiError
 from ..sessions import VideoSession
-from ._prompt import check_bounds, request_prompt
+from ._prompt import best_mask, check_bounds, request_prompt
 from .images import decode_image, ensure_embedding, image_from_bytes
 from .videos import _predictor
 
@@ -247,15 +250,8 @@ def predict(request: Request, body: dict = Body(...)):
         shapes = []
         for box in boxes or [None]:
             prompt = check_bounds(request_prompt(points, labels, box), w, h)
-            with engine.model_lock:
-                masks, scores, _ = engine.predictor(image_id, emb).predict(
-                    point_coords=prompt.point_coords,
-                    point_labels=prompt.point_labels,
-                    box=prompt.box,
-                    multimask_output=multimask,
-                )
-            k = int(np.argmax(scores))
-            shapes += shapes_of(masks[k] > 0, params, float(scores[k]))
+            mask, score = best_mask(engine, image_id, emb, prompt, multimask)
+            shapes += shapes_of(mask, params, score)
         return {"shapes": shapes, "description": "", "replace": False}
 
     return answer(request, run)
@@ -285,37 +281,46 @@ def video_init(request: Request, body: dict = Body(...)):
                 413, "TOO_MANY_FRAMES", f"at most {MAX_FRAMES} frames per session, got {len(frames_in)}"
             )
         start = body.get("start_frame_index", 0)
-        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        if not _integer(start) or start < 0:
             raise ToolError(
                 422, "INVALID_REQUEST", f"start_frame_index must be an integer >= 0, got {start!r}"
             )
         config = request.app.state.config
-        frames, total = [], 0
-        for i, f in enumerate(frames_in):
-            data = _image_bytes(request, f, f"frame {i}")
-            total += len(data)
-            if total > config.max_upload_bytes:
-                raise ToolError(
-                    413,
-                    "UPLOAD_TOO_LARGE",
-                    f"the frames are over the limit of {config.max_upload_bytes} bytes",
-                )
-            try:
-                frame = decode_image(data, config.max_pixels)
-            except ApiError as e:
-                raise ToolError(e.status, "INVALID_FRAME", f"frame {i}: {e.message}") from None
-            if frames and frame.shape != frames[0].shape:
-                raise ToolError(
-                    422,
-                    "INVALID_FRAME",
-                    f"frame {i} is {frame.shape[1]}x{frame.shape[0]}, frame 0 {frames[0].shape[1]}x{frames[0].shape[0]}: a video's frames share one size",
-                )
-            frames.append(frame)
-        state = _predictor(request).init_state(frames)
-        s = VideoSession(uuid.uuid4().hex, Path(tempfile.mkdtemp(prefix="samkit-xal-")), state)
+        folder = Path(tempfile.mkdtemp(prefix="samkit-xal-"))
+        try:
+            # each frame is checked once, then kept on disk: the session reads frames when it needs
+            # them (a few in memory, as for an uploaded video), not all of them at once
+            size, total = None, 0
+            for i, f in enumerate(frames_in):
+                data = _image_bytes(request, f, f"frame {i}")
+                total += len(data)
+                if total > config.max_upload_bytes:
+                    raise ToolError(
+                        413,
+                        "UPLOAD_TOO_LARGE",
+                        f"the frames are over the limit of {config.max_upload_bytes} bytes",
+                    )
+                try:
+                    frame = decode_image(data, config.max_pixels)
+                except ApiError as e:
+                    raise ToolError(e.status, "INVALID_FRAME", f"frame {i}: {e.message}") from None
+                if size is not None and frame.shape != size:
+                    raise ToolError(
+                        422,
+                        "INVALID_FRAME",
+                        f"frame {i} is {frame.shape[1]}x{frame.shape[0]}, frame 0 {size[1]}x{size[0]}: "
+                        "a video's frames share one size",
+                    )
+                size = frame.shape
+                Image.fromarray(frame).save(folder / f"{i:06d}.png", compress_level=1)
+            state = _predictor(request).init_state(open_video(folder))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        s = VideoSession(uuid.uuid4().hex, folder, state)
         s.meta["start_frame_index"] = start  # X-AnyLabeling counts frames from here
         request.app.state.sessions.add(s)
-        return {"session_id": s.video_id, "num_frames": len(frames), "start_frame_index": start}
+        return {"session_id": s.video_id, "num_frames": state.num_frames, "start_frame_index": start}
 
     return answer(request, run)
 
@@ -346,21 +351,22 @@ def video_prompt(request: Request, body: dict = Body(...)):
         if len(points) > MAX_MARKS:
             raise ToolError(422, "INVALID_PROMPT", f"at most {MAX_MARKS} points")
         st = s.state
-        rel = np.asarray(points, float) if all(isinstance(p, list) and len(p) == 2 for p in points) else None
+        numbers = all(isinstance(p, list) and len(p) == 2 and all(map(_number, p)) for p in points)
+        rel = np.asarray(points, float) if numbers else None
         if rel is None or not np.isfinite(rel).all() or (rel < 0).any() or (rel > 1).any():
             raise ToolError(
                 422, "INVALID_PROMPT", "points are [x, y] in [0, 1] of the frame, as X-AnyLabeling sends them"
             )
         frame = body.get("frame_index", 0)
         start = s.meta.get("start_frame_index", 0)
-        if not isinstance(frame, int) or not start <= frame < start + st.num_frames:
+        if not _integer(frame) or not start <= frame < start + st.num_frames:
             raise ToolError(
                 422,
                 "INVALID_REQUEST",
                 f"frame_index {frame!r} is not one of the session's frames ({start}..{start + st.num_frames - 1})",
             )
         obj_id = body.get("obj_id", 1)
-        if not isinstance(obj_id, int) or isinstance(obj_id, bool):
+        if not _integer(obj_id):
             raise ToolError(422, "INVALID_REQUEST", f"obj_id must be an integer, got {obj_id!r}")
         xy = np.minimum(
             rel * [st.video_width, st.video_height], [st.video_width - 1e-3, st.video_height - 1e-3]
@@ -387,10 +393,10 @@ def _propagation(request: Request, body: dict):
     start = s.meta.get("start_frame_index", 0)
     first, last = body.get("start_frame"), body.get("end_frame")
     for name, v in (("start_frame", first), ("end_frame", last)):
-        if v is not None and (not isinstance(v, int) or not start <= v < start + s.state.num_frames):
+        if v is not None and (not _integer(v) or not start <= v < start + s.state.num_frames):
             raise ToolError(422, "INVALID_REQUEST", f"{name} {v!r} is not one of the session's frames")
     first_rel = None if first is None else first - start
-    count = None if last is None else max(last - (first if first is not None else start), 0)
+    last_rel = None if last is None else last - start
     params = s.meta.get("params", {})
     pred = _predictor(request)
     engine = request.app.state.engine
@@ -398,13 +404,14 @@ def _propagation(request: Request, body: dict):
     def events():
         yield {"type": "started", "total_frames": s.state.num_frames, "start_frame_index": start}
         results = {}
-        gen = pred.propagate_in_video(s.state, start_frame_idx=first_rel, max_frame_num_to_track=count)
+        # forward from start_frame (or the first prompted frame), up to end_frame
+        gen = pred.propagate_in_video(s.state, start_frame_idx=first_rel)
         done = 0
         try:
             while True:
                 with engine.model_lock:  # one frame at a time, so other requests interleave
                     item = next(gen, None)
-                if item is None:
+                if item is None or (last_rel is not None and item[0] > last_rel):
                     break
                 f, ids, logits = item
                 done += 1
@@ -435,12 +442,16 @@ def video_propagate_stream(request: Request, body: dict = Body(...)):
         s, events = _propagation(request, body)
     except (ToolError, ApiError) as e:
         return fail(e)
-    if not s.lock.acquire(timeout=30):
-        return fail(ToolError(503, "BUSY", "this session is being tracked by another request"))
 
     async def sse():
         from starlette.concurrency import run_in_threadpool
 
+        # the session's lock is taken here, where the finally below is sure to release it (a stream
+        # the client drops before it starts never runs this generator at all)
+        if not await run_in_threadpool(s.lock.acquire, True, 30):
+            busy = {"type": "error", "message": "this session is being tracked by another request"}
+            yield f"data: {json.dumps(busy)}\n\n"
+            return
         gen = events()
         try:
             while True:
@@ -485,3 +496,11 @@ def video_cleanup(request: Request, session_id: str):
         return {"message": f"Session {session_id} cleaned up"}
 
     return answer(request, run)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
