@@ -240,6 +240,8 @@ def test_onnx_tracker_errors(exported, tiny_model, tmp_path):
         tracker.step(np.zeros((40, 50, 3), np.uint8))
     with pytest.raises(ExportError, match="cond_frames must be 2 to 16"):
         export_onnx(model, tmp_path, cond_frames=1)
+    with pytest.raises(ExportError, match="choose among encoder, decoder"):
+        export_onnx(model, tmp_path, graphs=("decoder", "mask_decoder"))
 
 
 def iou(a, b):

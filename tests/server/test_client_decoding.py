@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import samkit.checkpoints
 from samkit import rle
 from samkit.server import ServerConfig, create_app
 from samkit.server.routes.client import embedding_array
@@ -112,11 +113,16 @@ def test_client_decoding_errors(client, tiny_model):
     assert client.get("/v1/images/nope/embedding").json()["error"]["code"] == "unknown_image"
     # an embedding asked for another model's decoder
     image_id = client.post("/v1/images", files={"file": ("p.png", png(photo()))}).json()["image_id"]
-    r = client.get(f"/v1/images/{image_id}/embedding", params={"model": "sam2.1-hiera-large"})
+    weights = client.get("/v1/decoder").json()["weights"]
+    assert weights == samkit.checkpoints.weights_sha256(tiny_model)[:16]
+    r = client.get(f"/v1/images/{image_id}/embedding", params={"weights": "0123456789abcdef"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "model_mismatch"
-    assert client.get(f"/v1/images/{image_id}/embedding", params={"model": "test-tiny"}).status_code == 200
+    assert client.get(f"/v1/images/{image_id}/embedding", params={"weights": weights}).status_code == 200
     assert client.get("/v1/decoder", headers={"Authorization": ""}).status_code == 401
-    assert client.get("/static/ort/../../config.py").status_code == 404
+    # (encoded, so that the client does not normalise the dots away before the route sees them)
+    for name in ("..%2F..%2Fconfig.py", "..%2Fvendor.py", "%2E%2E%2Fvendor.py"):
+        r = client.get(f"/static/ort/{name}")
+        assert r.status_code == 404 and "import" not in r.text, name
     assert client.get("/static/ort/secret.txt").status_code == 404
     with TestClient(create_app(ServerConfig(model="test-tiny"), model=tiny_model)) as off:
         assert off.get("/healthz").json()["client_decoding"] is False
@@ -168,6 +174,8 @@ def test_page_decodes_clicks_in_chromium(tiny_model, tmp_path, backend, flags):
         assert f"decoded in the browser, {backend}" in page.locator("#status").text_content()
         assert page.locator("#candidates button").count() == 3
         image_id, points = page.evaluate("[state.imageId, state.points]")
+        # the page describes its masks as the server does (COCO RLE, area, bbox: the COCO download)
+        records = page.evaluate("state.masks.map((m) => ({rle: m.rle, area: m.area, bbox: m.bbox}))")
         got = [
             np.array(m, bool).reshape(120, 160)
             for m in page.evaluate("state.masks.map((m) => Array.from(m.mask))")
@@ -183,8 +191,10 @@ def test_page_decodes_clicks_in_chromium(tiny_model, tmp_path, backend, flags):
     with TestClient(app) as c:
         c.post("/v1/images", files={"file": ("p.png", png(photo()))})
         r = c.post("/v1/segment", json={"image_id": image_id, "points": points, "labels": [1]}).json()
-        for g, w in zip(got, r["masks"]):
+        for g, w, rec in zip(got, r["masks"], records):
             assert iou(g, rle.decode(w["rle"])) >= 0.99
+            np.testing.assert_array_equal(rle.decode(rec["rle"]), g)
+            assert rec["area"] == g.sum() and rec["bbox"] == rle.bbox(g)
         assert int(got[0].sum()) > 0
         first = r["masks"][0]["mask_id"]
         r = c.post(

@@ -102,13 +102,16 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if settings.client_decoding:
         # before the model loads: what client-side decoding needs
+        from ..export import ExportError
+        from ..export.onnx import require_onnx
         from ..server.vendor import VendorError, require_ort_web
 
         if settings.precision != "fp32":
             raise CLIError("--client-decoding exports the float32 decoder: leave out --fast")
         try:
+            require_onnx()  # the decoder is exported at start-up
             require_ort_web()
-        except VendorError as e:
+        except (VendorError, ExportError) as e:
             raise CLIError(str(e)) from None
     # load the model before binding, so a bad --model/--checkpoint fails with one line
     if settings.head and args.model is None:

@@ -121,6 +121,7 @@ TRACKING_FIELDS = (
     "multimask_min_pt_num",
     "multimask_max_pt_num",
 )
+GRAPHS = ("encoder", "decoder", "memory_encoder", "memory_attention")
 MIN_OPSET = 17  # LayerNormalization
 
 
@@ -285,7 +286,7 @@ def export_onnx(
     out_dir: str | os.PathLike,
     opset: int = 18,
     cond_frames: int = 2,
-    graphs: tuple[str, ...] = ("encoder", "decoder", "memory_encoder", "memory_attention"),
+    graphs: tuple[str, ...] = GRAPHS,
 ) -> dict:
     """Write ``encoder.onnx``, ``decoder.onnx``, ``memory_encoder.onnx``, ``memory_attention.onnx`` and
     ``samkit-onnx.json`` (model, sizes, normalisation, names, the memory bank's layout) into
@@ -298,6 +299,9 @@ def export_onnx(
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} or newer (default 18)")
     if not isinstance(cond_frames, int) or not 2 <= cond_frames <= 16:
         raise ExportError(f"cond_frames must be 2 to 16, got {cond_frames!r}")
+    unknown = [g for g in graphs if g not in GRAPHS]
+    if unknown or not graphs:
+        raise ExportError(f"graphs: {unknown or 'none'}; choose among {', '.join(GRAPHS)}")
     require_onnx()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -309,8 +313,14 @@ def export_onnx(
     g = torch.Generator().manual_seed(0)  # example inputs (not the global RNG)
     image = torch.randn(1, 3, s, s, generator=g).to(dev)
     with torch.no_grad():
-        embed, hr0, hr1, top = OnnxEncoder(model)(image)
-        top_pos = trk.frame_features(model, image).top_pos
+        if "encoder" in graphs:
+            embed, hr0, hr1, top = OnnxEncoder(model)(image)
+        else:  # the other graphs only need example values of the encoder's shapes (no encoder run)
+            c = model.hidden_dim
+            embed, top = (torch.randn(1, c, s // 16, s // 16, generator=g).to(dev) for _ in range(2))
+            hr0 = torch.randn(1, c // 8, s // 4, s // 4, generator=g).to(dev)
+            hr1 = torch.randn(1, c // 4, s // 8, s // 8, generator=g).to(dev)
+        top_pos = model.image_encoder.neck.position_encoding(top)  # the frame's sine encoding
         low = torch.randn(1, 1, s // 4, s // 4, generator=g).to(dev)
         score = torch.ones(1, 1, device=dev)
         _, mem_pos = trk.encode_memory(model, top, F.interpolate(low, size=(s, s)), score, True)
@@ -424,6 +434,9 @@ def export_onnx(
         "point_coords in pixels of that square (a box: two points labelled 2 and 3); the decoder adds "
         "SAM 2's padding point itself",
     }
+    for g in GRAPHS:
+        if g not in graphs:
+            del info[g]  # (what was not written is not listed)
     (out / "samkit-onnx.json").write_text(json.dumps(info, indent=2))
     return info
 
@@ -438,7 +451,7 @@ def memory_slots(model: SAM2Model, cond_frames: int) -> tuple[int, int]:
 
 
 VARIANTS = ("fp16", "int8", "int8-dynamic")
-GRAPH_FILES = ("encoder.onnx", "decoder.onnx", "memory_encoder.onnx", "memory_attention.onnx")
+GRAPH_FILES = tuple(f"{g}.onnx" for g in GRAPHS)
 
 
 def export_variant(out_dir: str | os.PathLike, variant: str) -> Path:
@@ -497,21 +510,25 @@ def _int8_weights(src: Path, dst: Path, min_size: int = 1024) -> None:
 
     model = onnx.load(str(src))
     graph = model.graph
-    # a scale per output channel: the last axis of a MatMul's right operand, the first of a Conv's
-    # weight (and of anything else)
+    # weights only (what a MatMul, Gemm or convolution multiplies by; not the constant tables, such as
+    # the rotary encoding's, which other nodes read), with a scale per output channel: the last axis
+    # of a MatMul's right operand, the first of a Conv's or Gemm's weight
     axis_of = {}
     for node in graph.node:
         if node.op_type == "MatMul" and len(node.input) > 1:
             axis_of[node.input[1]] = -1
+        elif node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 1:
+            axis_of[node.input[1]] = 0
     nodes, keep = [], []
     for init in graph.initializer:
         if (
-            init.data_type == TensorProto.FLOAT
+            init.name in axis_of
+            and init.data_type == TensorProto.FLOAT
             and len(init.dims) >= 2
             and int(np.prod(init.dims)) >= min_size
         ):
             w = numpy_helper.to_array(init)
-            axis = axis_of.get(init.name, 0) % w.ndim
+            axis = axis_of[init.name] % w.ndim
             peak = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
             scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
             shape = [1] * w.ndim

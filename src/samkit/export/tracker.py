@@ -32,11 +32,9 @@ import torch.nn.functional as F
 from ..prompts import Prompt, PromptError
 from ..transforms import preprocess_frame, to_rgb_array
 from ..video import tracking as trk
-from .onnx import ExportError
+from .onnx import GRAPHS, ExportError
 
 __all__ = ["OnnxVideoTracker"]
-
-GRAPHS = ("encoder", "decoder", "memory_encoder", "memory_attention")
 
 
 @dataclass
@@ -210,7 +208,7 @@ class OnnxVideoTracker:
         """The frame's features conditioned on the object's memory, in the fixed-size bank."""
         plan = trk.memory_plan(self._plan_model, t, obj.cond, obj.non_cond, num_frames, reverse=False)
         k, p = self.frame_slots, self.pointer_slots
-        _, c, h, w = top.shape
+        c = top.shape[1]
         first = next(iter(obj.cond.values()))
         feats = np.zeros((1, k, *first.maskmem_features.shape[1:]), np.float32)
         tpos = np.zeros((1, k), np.int64)

@@ -40,9 +40,11 @@ class ClientDecoder:
     etag: str
     image_size: int
     shapes: dict
+    weights: str  # what identifies the model's weights (the embeddings depend on them)
 
     @classmethod
     def export(cls, model) -> ClientDecoder:
+        from ...checkpoints import weights_sha256
         from ...export import export_onnx
 
         with tempfile.TemporaryDirectory() as d:
@@ -54,7 +56,8 @@ class ClientDecoder:
             "high_res_feats_0": [1, c // 8, s // 4, s // 4],
             "high_res_feats_1": [1, c // 4, s // 8, s // 8],
         }
-        return cls(data, f'"{hashlib.sha256(data).hexdigest()[:32]}"', s, shapes)
+        etag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+        return cls(data, etag, s, shapes, weights_sha256(model)[:16])
 
 
 def _decoder(request: Request) -> ClientDecoder:
@@ -80,6 +83,7 @@ def decoder_info(request: Request) -> dict:
     d = _decoder(request)
     return {
         "model": request.app.state.engine.model.cfg.name,
+        "weights": d.weights,
         "image_size": d.image_size,
         "decoder": "/v1/decoder.onnx",
         "embedding": {"dtype": "float16", "order": list(EMBEDDING_ORDER), "shapes": d.shapes},
@@ -103,20 +107,22 @@ def decoder_onnx(request: Request) -> Response:
 
 
 @router.get("/v1/images/{image_id}/embedding")
-def embedding(request: Request, image_id: str, model: str | None = None) -> Response:
+def embedding(request: Request, image_id: str, weights: str | None = None) -> Response:
     """An uploaded image's embedding as float16 bytes (half the float32 size), in /v1/decoder's order.
-    ``model``: the model of the decoder the client holds; another model's decoder would turn this
-    embedding into wrong masks, so a mismatch is refused (409) and the client fetches the decoder again."""
+    ``weights``: /v1/decoder's ``weights`` for the decoder the client holds. Another model's decoder
+    would turn this embedding into wrong masks, so a mismatch is refused (409: fetch the decoder
+    again); and with it in the URL, a browser's cached copy belongs to those weights only."""
     d = _decoder(request)
     engine = request.app.state.engine
-    if model is not None and model != engine.model.cfg.name:
+    if weights is not None and weights != d.weights:
         raise ApiError(
             409,
             "model_mismatch",
-            f"this server's embeddings are {engine.model.cfg.name}'s, not {model}'s: fetch /v1/decoder.onnx again",
+            f"this server's embeddings are for weights {d.weights} ({engine.model.cfg.name}), not {weights}: "
+            "fetch /v1/decoder and /v1/decoder.onnx again",
         )
-    etag = f'"{image_id[:64]}-{engine.model.cfg.name}-f16"'
-    # the id is the image's hash: for one model its embedding never changes
+    etag = f'"{image_id[:64]}-{d.weights}-f16"'
+    # the id is the image's hash: for one set of weights its embedding never changes
     headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
     if _not_modified(request, etag):
         return Response(status_code=304, headers=headers)
