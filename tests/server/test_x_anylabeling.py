@@ -231,3 +231,21 @@ def test_propagation_stops_at_end_frame(client):
     body = {"session_id": sid, "model": "test-tiny-video", "end_frame": 14}
     results = client.post("/v1/video/propagate", json=body, headers=HEADERS).json()["data"]["results"]
     assert sorted(results, key=int) == ["12", "13", "14"]  # from the prompted frame, numbered from 10
+
+
+def test_bodies_over_the_limit_are_refused_before_they_are_read(tiny_model):
+    config = ServerConfig(model="test-tiny", max_upload_bytes=1000, integrations=("x-anylabeling",))
+    with TestClient(create_app(config, model=tiny_model)) as c:
+        big = {"model": "test-tiny-video", "frames": ["A" * 3_000_000]}
+        r = c.post("/v1/video/init", json=big)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "upload_too_large"
+
+        def chunks():  # no Content-Length: counted as it arrives
+            yield b'{"model": "test-tiny", "image": "'
+            for _ in range(40):
+                yield b"A" * 65536
+            yield b'"}'
+
+        r = c.post("/v1/segment", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413, r.text
+        assert c.get("/healthz").status_code == 200

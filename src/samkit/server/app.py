@@ -7,6 +7,7 @@ app = create_app()  # everything from the SAMKIT_* environment variables (or the
 
 from __future__ import annotations
 
+import json
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -19,6 +20,62 @@ from .errors import ApiError
 from .routes import client, cvat, health, images, label_studio, page, segment, stream, videos, x_anylabeling
 from .sessions import Sessions
 from .state import Engine
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes before they are read whole (413): the JSON routes
+    (a base64 image, X-AnyLabeling's frames) parse their body at once, before any route can look at
+    it. A declared Content-Length is checked first; a chunked body is counted as it arrives."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    def _error(self) -> ApiError:
+        return ApiError(413, "upload_too_large", f"the request body is over the limit of {self.limit} bytes")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            from fastapi.responses import JSONResponse
+
+            e = self._error()
+            return await JSONResponse(errors.error_body(e.code, e.message), status_code=413)(
+                scope, receive, send
+            )
+        seen, over = 0, False
+
+        async def counted():
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    raise self._error()  # (the route's body parser turns it into some error answer)
+            return message
+
+        async def answer(message):
+            # whatever the route answered to a body cut short, the client is told why: 413
+            if not over:
+                return await send(message)
+            if message["type"] == "http.response.start":
+                e = self._error()
+                body = json.dumps(errors.error_body(e.code, e.message)).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 413,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        return await self.app(scope, counted, answer)
 
 
 def _require_key(request: Request) -> None:
@@ -67,6 +124,8 @@ def create_app(config: Settings | None = None, model=None, head=None) -> FastAPI
     app.state.cvat_tracks = cvat.new_track_store()  # CVAT's tracks (routes/cvat.py)
     app.state.label_studio = {}  # what Label Studio's /setup said (routes/label_studio.py)
     errors.install(app)
+    # the largest upload as base64 in a JSON body, and room for the rest of the request
+    app.add_middleware(BodyLimit, limit=config.max_upload_bytes * 4 // 3 + 2**20)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -3,8 +3,8 @@ shipped in the package (``server/static/ort/``): the page never loads code from 
 
     python -m samkit.server.vendor            # fetch it (scripts/test.sh and wheel builds do)
 
-Only the WASM backend's files (the loader, its module and the SIMD WASM binary, 15 MiB) and the WebGPU
-backend's (29 MiB, loaded only by browsers that have WebGPU) are kept, with the package's MIT licence
+Only the WASM backend's files (the loader, its module and the SIMD WASM binary, 14.2 MiB) and the
+WebGPU backend's (27.5 MiB, loaded only by browsers that have WebGPU) are kept, with the package's MIT licence
 written beside them. The tarball is checked against the registry's sha512 recorded here.
 """
 
