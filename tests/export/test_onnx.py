@@ -290,7 +290,7 @@ def test_quantized_variants_keep_the_masks(exported, tiny_model, variant):
     print(variant, "click IoU", np.round(ious, 4))
     assert min(ious) >= BARS[variant][0], ious
 
-    frames = moving_shapes(12)
+    frames = moving_shapes(8)
     prompts = {0: {1: {"points": [[22, 32]]}, 2: {"box": [58, 48, 82, 67]}}}
     want = dict(OnnxVideoTracker(out).track(frames, prompts))
     got = dict(OnnxVideoTracker(d).track(frames, prompts))
