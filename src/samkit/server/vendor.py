@@ -38,10 +38,12 @@ ORT_DIR = Path(__file__).resolve().parent / "static" / "ort"
 # the npm package carries no licence file; its package.json says MIT (Microsoft's onnxruntime)
 LICENSE = f"""onnxruntime-web {ORT_WEB_VERSION} (https://github.com/microsoft/onnxruntime), files from its npm package:
 {", ".join(ORT_WEB_FILES)}
+The bundles also hold third-party code under its own notices (kept in the files' headers; see
+onnxruntime's ThirdPartyNotices.txt).
 
 MIT License
 
-Copyright (c) Microsoft Corporation
+Copyright (c) 2018 - present Microsoft Corporation
 
 Permission is hereby granted, free of charge, to any person obtaining a copy
 of this software and associated documentation files (the "Software"), to deal
@@ -83,6 +85,7 @@ def fetch_ort_web(folder: Path = ORT_DIR, tarball: bytes | None = None, force: b
     """Download the pinned onnxruntime-web tarball (or use ``tarball``), check its sha512 and unpack the
     WASM backend's files and the licence into ``folder``. Returns the folder."""
     if ort_web_present(folder) and not force:
+        (folder / "LICENSE.txt").write_text(LICENSE)  # (the notice as this version words it)
         return folder
     if tarball is None:
         try:
