@@ -70,3 +70,35 @@ def edge_tile_share(logits, hh: int, ww: int, threshold: float = 0.0) -> float:
 
     _, edge = flat_tiles(logits[0], hh, ww, threshold)
     return float(edge.float().mean())
+
+
+def onnx_args(doc: str, **more):
+    """The ONNX benchmarks' command line: --model, --threads, and ``more`` as {name: default}."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="sam2.1-hiera-tiny")
+    ap.add_argument("--threads", type=int, default=2)
+    for name, default in more.items():
+        ap.add_argument(f"--{name}", type=type(default), default=default)
+    return ap.parse_args()
+
+
+def exported(model_name: str, threads: int, **load):
+    """``model_name`` with perturbed official-layout weights (no download; ``load``: more
+    ``load_model`` arguments), exported with ``samkit export onnx`` into a temporary folder, with
+    ``threads`` torch threads. Returns (model, folder, seconds the export took)."""
+    import tempfile
+
+    import torch
+
+    import oracle
+    import samkit
+    from samkit.export import export_onnx
+
+    torch.set_num_threads(threads)
+    model = samkit.load_model(model_name, checkpoint=oracle.checkpoint(model_name), device="cpu", **load)
+    folder = Path(tempfile.mkdtemp())
+    t = time.perf_counter()
+    export_onnx(model, folder)
+    return model, folder, time.perf_counter() - t

@@ -12,38 +12,27 @@ timed too: on CPUs without native bf16 it is the exact path (the policy keeps fl
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 import time
 
 import numpy as np
-from _common import DATA, emit_json
+from _common import DATA, emit_json, exported, onnx_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="sam2.1-hiera-tiny")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = onnx_args(__doc__, runs=3)
 
     import onnxruntime as ort
     import torch
 
     import oracle
     import samkit
-    from samkit.export import export_onnx
     from samkit.transforms import load_image, preprocess_images
 
-    torch.set_num_threads(args.threads)
-    ckpt = oracle.checkpoint(args.model)
-    exact = samkit.load_model(args.model, checkpoint=ckpt, device="cpu")
-    fast = samkit.load_model(args.model, checkpoint=ckpt, device="cpu", precision="bf16")
-    folder = tempfile.mkdtemp()
-    t = time.perf_counter()
-    export_onnx(exact, folder)
-    export_s = time.perf_counter() - t
+    exact, folder, export_s = exported(args.model, args.threads)
+    fast = samkit.load_model(
+        args.model, checkpoint=oracle.checkpoint(args.model), device="cpu", precision="bf16"
+    )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     enc = ort.InferenceSession(f"{folder}/encoder.onnx", opts, providers=["CPUExecutionProvider"])

@@ -10,36 +10,22 @@ each, thresholded at 0 at full resolution; IoU of each variant's mask with the f
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from _common import DATA, emit_json
+from _common import DATA, emit_json, exported, onnx_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="sam2.1-hiera-tiny")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = onnx_args(__doc__, runs=3)
 
     import onnxruntime as ort
-    import torch
 
-    import oracle
-    import samkit
-    from samkit.export import export_onnx
     from samkit.export.onnx import GRAPH_FILES, VARIANTS, export_variant
     from samkit.transforms import load_image, preprocess_images
 
-    torch.set_num_threads(args.threads)
-    model = samkit.load_model(args.model, checkpoint=oracle.checkpoint(args.model), device="cpu")
-    folder = Path(tempfile.mkdtemp())
-    export_onnx(model, folder)
+    model, folder, _ = exported(args.model, args.threads)
     dirs = {"fp32": folder, **{v: export_variant(folder, v) for v in VARIANTS}}
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads

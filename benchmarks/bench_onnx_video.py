@@ -11,36 +11,23 @@ whole frames (encoder included), the first frame left out, taking the two in tur
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 import time
 
 import numpy as np
-from _common import DATA, emit_json
+from _common import DATA, emit_json, exported, onnx_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="sam2.1-hiera-tiny")
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = onnx_args(__doc__, frames=8)
 
     import onnxruntime as ort
-    import torch
 
-    import oracle
     import samkit
-    from samkit.export import OnnxVideoTracker, export_onnx
+    from samkit.export import OnnxVideoTracker
     from samkit.transforms import load_image
     from videogen import synthetic_frames
 
-    torch.set_num_threads(args.threads)
-    model = samkit.load_model(args.model, checkpoint=oracle.checkpoint(args.model), device="cpu")
-    folder = tempfile.mkdtemp()
-    t = time.perf_counter()
-    export_onnx(model, folder)
-    export_s = time.perf_counter() - t
+    model, folder, export_s = exported(args.model, args.threads)
     clip = sorted((DATA / "videos" / "bedroom").glob("*.jpg"))[: args.frames]
     frames = [load_image(p) for p in clip] if clip else synthetic_frames(args.frames, 480, 640)
     h, w = frames[0].shape[:2]
