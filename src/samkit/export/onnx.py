@@ -227,7 +227,7 @@ class OnnxMemoryAttention(nn.Module):
         self, vision_feats, memory_feats, memory_tpos, memory_valid, obj_ptrs, obj_ptr_pos, obj_ptr_valid
     ):
         model, cfg = self.model, self.model.cfg
-        c, mem_dim = model.hidden_dim, model.mem_dim
+        mem_dim = model.mem_dim
         b, k = memory_feats.shape[:2]
         hw = memory_feats.shape[-2] * memory_feats.shape[-1]
         mem = memory_feats.flatten(3).transpose(2, 3)  # (1, K, hw, mem_dim)
@@ -235,21 +235,14 @@ class OnnxMemoryAttention(nn.Module):
         pos = self.pos_enc + tpos[:, :, None, :]  # (1, K, hw, mem_dim)
         valid = (memory_valid > 0.5)[:, :, None].expand(b, k, hw)
         mems, poss, valids = [mem.flatten(1, 2)], [pos.flatten(1, 2)], [valid.flatten(1, 2)]
-        p = obj_ptrs.shape[1]
         n_ptr = 0
-        if cfg.use_obj_ptrs_in_encoder and p > 0:
-            if cfg.add_tpos_enc_to_obj_ptrs:
-                tpos_dim = c if cfg.proj_tpos_enc_in_obj_ptrs else mem_dim
-                obj_pos = model.obj_ptr_tpos_proj(trk.sine_pe_1d(obj_ptr_pos.flatten(), tpos_dim))
-                obj_pos = obj_pos.reshape(b, p, mem_dim)
-            else:
-                obj_pos = obj_ptrs.new_zeros(b, p, mem_dim)
-            per = c // mem_dim if mem_dim < c else 1
-            ptrs = obj_ptrs.reshape(b, p, per, mem_dim).flatten(1, 2) if per > 1 else obj_ptrs
+        if cfg.use_obj_ptrs_in_encoder and obj_ptrs.shape[1] > 0:
+            ptrs, obj_pos = trk.pointer_tokens(model, obj_ptrs, obj_ptr_pos)
+            per = ptrs.shape[1] // obj_ptrs.shape[1]  # tokens per pointer
             mems.append(ptrs)
-            poss.append(obj_pos.repeat_interleave(per, dim=1))
+            poss.append(obj_pos)
             valids.append((obj_ptr_valid > 0.5).repeat_interleave(per, dim=1))
-            n_ptr = p * per
+            n_ptr = ptrs.shape[1]
         top = vision_feats
         out = model.memory_attention(
             top.flatten(2).transpose(1, 2),
@@ -443,11 +436,9 @@ def export_onnx(
 
 def memory_slots(model: SAM2Model, cond_frames: int) -> tuple[int, int]:
     """The exported memory bank's size: (frame slots K, pointer slots P) with ``cond_frames`` slots
-    for prompted frames, as :func:`samkit.video.tracking.static_slots` lays them out."""
-    cfg = model.cfg
-    recent = max(cfg.num_maskmem - 1, 0)
-    pointers = cond_frames + cfg.max_obj_ptrs_in_encoder - 1 if cfg.use_obj_ptrs_in_encoder else 0
-    return cond_frames + recent, pointers
+    for prompted frames (:func:`samkit.video.tracking.bank_size`)."""
+    cond, recent, pointers = trk.bank_size(model, cond_frames)
+    return cond + recent, pointers
 
 
 VARIANTS = ("fp16", "int8", "int8-dynamic")

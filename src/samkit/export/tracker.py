@@ -213,21 +213,16 @@ class OnnxVideoTracker:
         feats = np.zeros((1, k, *first.maskmem_features.shape[1:]), np.float32)
         tpos = np.zeros((1, k), np.int64)
         valid = np.zeros((1, k), np.float32)
-        n_cond = 0
-        for t_pos, f, is_cond in plan.spatial:
-            if t_pos == 0:
-                slot, n_cond = n_cond, n_cond + 1
-            else:
-                slot = self.cond_slots + t_pos - 1
+        for slot, t_pos, f, is_cond in trk.bank_layout(plan, self.cond_slots):
             feats[0, slot] = (obj.cond if is_cond else obj.non_cond)[f].maskmem_features[0]
             tpos[0, slot], valid[0, slot] = t_pos, 1.0
         ptrs = np.zeros((1, p, c), np.float32)
         pos = np.zeros((1, p), np.float32)
         pvalid = np.zeros((1, p), np.float32)
-        t_diff_max = max(min(num_frames, self.cfg.max_obj_ptrs_in_encoder) - 1, 1)
+        scale = trk.pointer_scale(self.cfg, num_frames)
         for j, (d, f, is_cond) in enumerate(plan.pointers):
             ptrs[0, j] = (obj.cond if is_cond else obj.non_cond)[f].obj_ptr[0]
-            pos[0, j], pvalid[0, j] = d / t_diff_max, 1.0
+            pos[0, j], pvalid[0, j] = d / scale, 1.0
         return self._s["memory_attention"].run(
             None,
             {

@@ -15,6 +15,7 @@ Tensors are batch-first (B, C, H, W) / (B, N, C). The arithmetic follows the ref
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -214,7 +215,6 @@ def assemble_memory(
     object-pointer tokens at the end of it.
     """
     cfg = model.cfg
-    c, mem_dim = model.hidden_dim, model.mem_dim
     mems, poss = [], []
     for t_pos, t, is_cond in plan.spatial:
         outs = [_lookup(t, is_cond, cond, non_cond) for cond, non_cond in stores]
@@ -236,35 +236,69 @@ def assemble_memory(
             ],
             dim=1,
         )  # (B, P, C)
-        b, n = ptrs.shape[0], len(plan.pointers)
-        if cfg.add_tpos_enc_to_obj_ptrs:
-            t_diff_max = max(min(num_frames, cfg.max_obj_ptrs_in_encoder) - 1, 1)
-            tpos_dim = c if cfg.proj_tpos_enc_in_obj_ptrs else mem_dim
-            positions = torch.tensor([p for p, _, _ in plan.pointers], device=device)
-            obj_pos = model.obj_ptr_tpos_proj(sine_pe_1d(positions / t_diff_max, tpos_dim))
-            obj_pos = obj_pos.unsqueeze(0).expand(b, n, mem_dim)
-        else:
-            obj_pos = ptrs.new_zeros(b, n, mem_dim)
-        if mem_dim < c:
-            # a pointer becomes C / mem_dim tokens of width mem_dim
-            ptrs = ptrs.reshape(b, n, c // mem_dim, mem_dim).flatten(1, 2)
-            obj_pos = obj_pos.repeat_interleave(c // mem_dim, dim=1)
+        positions = torch.tensor([p for p, _, _ in plan.pointers], device=device)
+        ptrs, obj_pos = pointer_tokens(model, ptrs, positions / pointer_scale(cfg, num_frames))
         mems.append(ptrs)
         poss.append(obj_pos)
         num_ptr_tokens = ptrs.shape[1]
     return torch.cat(mems, dim=1), torch.cat(poss, dim=1), num_ptr_tokens
 
 
-def static_slots(model: SAM2Model, plans: list[MemoryPlan]) -> tuple[int, int, int]:
-    """The fixed memory layout for these plans: (conditioning-frame slots, recent-frame slots,
-    object-pointer slots). Only the first depends on the session (its conditioning frames, rounded up
-    to a power of two); none depends on the frame index."""
+def pointer_scale(cfg, num_frames: int) -> int:
+    """What an object pointer's temporal distance is divided by before its sine encoding: the pointer
+    window, or the clip's length where that is shorter."""
+    return max(min(num_frames, cfg.max_obj_ptrs_in_encoder) - 1, 1)
+
+
+def pointer_tokens(
+    model: SAM2Model, ptrs: torch.Tensor, positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object pointers (B, P, C) as memory tokens, with their position encoding: ``positions`` (P,) or
+    (B, P) are the pointers' temporal distances over :func:`pointer_scale`. A pointer becomes C /
+    mem_dim tokens of width mem_dim. Returns tokens and encoding, (B, P * C / mem_dim, mem_dim)."""
     cfg = model.cfg
-    most = max((sum(1 for s in p.spatial if s[0] == 0) for p in plans), default=1)
-    cond = 1 << max(0, most - 1).bit_length()
+    c, mem_dim = model.hidden_dim, model.mem_dim
+    b, n = ptrs.shape[:2]
+    if cfg.add_tpos_enc_to_obj_ptrs:
+        tpos_dim = c if cfg.proj_tpos_enc_in_obj_ptrs else mem_dim
+        obj_pos = model.obj_ptr_tpos_proj(sine_pe_1d(positions.flatten(), tpos_dim))
+        obj_pos = obj_pos.reshape(*positions.shape, mem_dim).expand(b, n, mem_dim)
+    else:
+        obj_pos = ptrs.new_zeros(b, n, mem_dim)
+    if mem_dim < c:
+        ptrs = ptrs.reshape(b, n, c // mem_dim, mem_dim).flatten(1, 2)
+        obj_pos = obj_pos.repeat_interleave(c // mem_dim, dim=1)
+    return ptrs, obj_pos
+
+
+def bank_size(model: SAM2Model, cond_slots: int) -> tuple[int, int, int]:
+    """A fixed-size memory bank with ``cond_slots`` slots for conditioning frames: (conditioning-frame
+    slots, recent-frame slots, object-pointer slots)."""
+    cfg = model.cfg
     recent = max(cfg.num_maskmem - 1, 0)
-    pointers = (cond + cfg.max_obj_ptrs_in_encoder - 1) if cfg.use_obj_ptrs_in_encoder else 0
-    return cond, recent, pointers
+    pointers = (cond_slots + cfg.max_obj_ptrs_in_encoder - 1) if cfg.use_obj_ptrs_in_encoder else 0
+    return cond_slots, recent, pointers
+
+
+def static_slots(model: SAM2Model, plans: list[MemoryPlan]) -> tuple[int, int, int]:
+    """The fixed memory layout for these plans (:func:`bank_size`). Only the conditioning-frame slots
+    depend on the session (its conditioning frames, rounded up to a power of two); none depends on the
+    frame index."""
+    most = max((sum(1 for s in p.spatial if s[0] == 0) for p in plans), default=1)
+    return bank_size(model, 1 << max(0, most - 1).bit_length())
+
+
+def bank_layout(plan: MemoryPlan, cond_slots: int) -> Iterator[tuple[int, int, int, bool]]:
+    """(slot, t_pos, frame_idx, is_cond) of each memory frame of ``plan`` in a fixed-size bank: the
+    conditioning frames in the first ``cond_slots`` slots in order, a recent frame at
+    ``cond_slots + t_pos - 1``."""
+    k = 0  # next conditioning slot
+    for t_pos, t, is_cond in plan.spatial:
+        if t_pos == 0:
+            slot, k = k, k + 1
+        else:
+            slot = cond_slots + t_pos - 1
+        yield slot, t_pos, t, is_cond
 
 
 def assemble_memory_static(
@@ -299,12 +333,7 @@ def assemble_memory_static(
     valid = torch.zeros(b, n_spatial + n_ptr, dtype=torch.bool, device=device)
     enc = first.maskmem_pos_enc[:1].to(device).flatten(2).transpose(1, 2)[0]  # (hw, mem_dim), every frame's
     for i, (plan, (cond, non_cond)) in enumerate(zip(plans, stores)):
-        k = 0  # next conditioning slot
-        for t_pos, t, is_cond in plan.spatial:
-            if t_pos == 0:
-                slot, k = k, k + 1
-            else:
-                slot = cond_slots + t_pos - 1
+        for slot, t_pos, t, is_cond in bank_layout(plan, cond_slots):
             sl = slice(slot * hw, (slot + 1) * hw)
             mem[i, sl] = _lookup(t, is_cond, cond, non_cond).maskmem_features[0].flatten(1).t()
             pos[i, sl] = enc + model.maskmem_tpos_enc[cfg.num_maskmem - t_pos - 1].reshape(1, mem_dim)
@@ -317,16 +346,7 @@ def assemble_memory_static(
                 ptrs[i, j] = _lookup(t, is_cond, cond, non_cond).obj_ptr[0]
                 positions[i, j] = p
             valid[i, n_spatial : n_spatial + len(plan.pointers) * per_ptr] = True
-        if cfg.add_tpos_enc_to_obj_ptrs:
-            t_diff_max = max(min(num_frames, cfg.max_obj_ptrs_in_encoder) - 1, 1)
-            tpos_dim = c if cfg.proj_tpos_enc_in_obj_ptrs else mem_dim
-            obj_pos = model.obj_ptr_tpos_proj(sine_pe_1d(positions.flatten() / t_diff_max, tpos_dim))
-            obj_pos = obj_pos.reshape(b, ptr_slots, mem_dim)
-        else:
-            obj_pos = ptrs.new_zeros(b, ptr_slots, mem_dim)
-        if mem_dim < c:
-            ptrs = ptrs.reshape(b, ptr_slots, per_ptr, mem_dim).flatten(1, 2)
-            obj_pos = obj_pos.repeat_interleave(per_ptr, dim=1)
+        ptrs, obj_pos = pointer_tokens(model, ptrs, positions / pointer_scale(cfg, num_frames))
         mem[:, n_spatial:] = ptrs.to(dtype)
         pos[:, n_spatial:] = obj_pos
     return mem, pos, n_ptr, valid
