@@ -309,10 +309,8 @@ def export_onnx(
         if "encoder" in graphs:
             embed, hr0, hr1, top = OnnxEncoder(model)(image)
         else:  # the other graphs only need example values of the encoder's shapes (no encoder run)
-            c = model.hidden_dim
-            embed, top = (torch.randn(1, c, s // 16, s // 16, generator=g).to(dev) for _ in range(2))
-            hr0 = torch.randn(1, c // 8, s // 4, s // 4, generator=g).to(dev)
-            hr1 = torch.randn(1, c // 4, s // 8, s // 8, generator=g).to(dev)
+            shapes = encoder_shapes(model)
+            embed, hr0, hr1, top = (torch.randn(*shapes[n], generator=g).to(dev) for n in ENCODER_OUTPUTS)
         top_pos = model.image_encoder.neck.position_encoding(top)  # the frame's sine encoding
         low = torch.randn(1, 1, s // 4, s // 4, generator=g).to(dev)
         score = torch.ones(1, 1, device=dev)
@@ -434,6 +432,18 @@ def export_onnx(
     return info
 
 
+def encoder_shapes(model: SAM2Model) -> dict[str, list[int]]:
+    """The shapes of encoder.onnx's outputs, by name."""
+    s, c = model.image_size, model.hidden_dim
+    embed = [1, c, s // 16, s // 16]
+    return {
+        "image_embed": embed,
+        "high_res_feats_0": [1, c // 8, s // 4, s // 4],
+        "high_res_feats_1": [1, c // 4, s // 8, s // 8],
+        "vision_feats": embed,
+    }
+
+
 def memory_slots(model: SAM2Model, cond_frames: int) -> tuple[int, int]:
     """The exported memory bank's size: (frame slots K, pointer slots P) with ``cond_frames`` slots
     for prompted frames (:func:`samkit.video.tracking.bank_size`)."""
@@ -493,31 +503,30 @@ def export_variant(out_dir: str | os.PathLike, variant: str) -> Path:
 
 
 def _int8_weights(src: Path, dst: Path, min_size: int = 1024) -> None:
-    """Store the float32 weight tensors (2-D or more, at least ``min_size`` values) as int8 with a
-    float32 scale per slice along their first axis (symmetric, so a zero stays zero), each followed by
-    a DequantizeLinear back to float32 under its old name."""
-    import onnx
+    """Store the weight tensors (2-D or more, at least ``min_size`` values) as int8 with a float32
+    scale per output channel (symmetric, so a zero stays zero), each followed by a DequantizeLinear
+    back to float32 under its old name."""
     from onnx import TensorProto, helper, numpy_helper
 
-    model = onnx.load(str(src))
-    graph = model.graph
-    # weights only (what a MatMul, Gemm or convolution multiplies by; not the constant tables, such as
-    # the rotary encoding's, which other nodes read), with a scale per output channel: the last axis
-    # of a MatMul's right operand, the first of a Conv's or Gemm's weight
-    axis_of = {}
-    for node in graph.node:
-        if node.op_type == "MatMul" and len(node.input) > 1:
-            axis_of[node.input[1]] = -1
-        elif node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 1:
-            axis_of[node.input[1]] = 0
-    nodes, keep = [], []
-    for init in graph.initializer:
-        if (
-            init.name in axis_of
-            and init.data_type == TensorProto.FLOAT
-            and len(init.dims) >= 2
-            and int(np.prod(init.dims)) >= min_size
-        ):
+    def convert_for(graph):
+        # weights only (what a MatMul, Gemm or convolution multiplies by; not the constant tables,
+        # such as the rotary encoding's, which other nodes read), with a scale per output channel:
+        # the last axis of a MatMul's right operand, the first of a Conv's or Gemm's weight
+        axis_of = {}
+        for node in graph.node:
+            if node.op_type == "MatMul" and len(node.input) > 1:
+                axis_of[node.input[1]] = -1
+            elif node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 1:
+                axis_of[node.input[1]] = 0
+
+        def int8(init):
+            if (
+                init.name not in axis_of
+                or init.data_type != TensorProto.FLOAT
+                or len(init.dims) < 2
+                or int(np.prod(init.dims)) < min_size
+            ):
+                return None
             w = numpy_helper.to_array(init)
             axis = axis_of[init.name] % w.ndim
             peak = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
@@ -525,46 +534,55 @@ def _int8_weights(src: Path, dst: Path, min_size: int = 1024) -> None:
             shape = [1] * w.ndim
             shape[axis] = -1
             q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-            keep += [
+            stored = [
                 numpy_helper.from_array(q, init.name + "_int8"),
                 numpy_helper.from_array(scale, init.name + "_scale"),
             ]
-            nodes.append(
-                helper.make_node(
-                    "DequantizeLinear", [init.name + "_int8", init.name + "_scale"], [init.name], axis=axis
-                )
+            node = helper.make_node(
+                "DequantizeLinear", [init.name + "_int8", init.name + "_scale"], [init.name], axis=axis
             )
-        else:
-            keep.append(init)
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    nodes += list(graph.node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    onnx.save(model, str(dst))
+            return stored, node
+
+        return int8
+
+    _rewrite_initializers(src, dst, convert_for)
 
 
 def _fp16_weights(src: Path, dst: Path, min_size: int = 16) -> None:
     """Store the float32 initializers of at least ``min_size`` values as float16, each followed by a
     Cast back to float32 under its old name (so every node reads what it read before, rounded)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    def fp16(init):
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_size:
+            return None
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16")
+        return [half], helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT)
+
+    _rewrite_initializers(src, dst, lambda graph: fp16)
+
+
+def _rewrite_initializers(src: Path, dst: Path, convert_for) -> None:
+    """Copy the graph ``src`` to ``dst`` with each initializer for which ``convert(init)``
+    (``convert = convert_for(graph)``) gives (stored initializers, node) replaced by those: the node,
+    placed first, recomputes the initializer's name from what is stored, so the rest of the graph is
+    unchanged."""
+    import onnx
 
     model = onnx.load(str(src))
     graph = model.graph
-    casts, keep = [], []
+    convert = convert_for(graph)
+    nodes, keep = [], []
     for init in graph.initializer:
-        if init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) >= min_size:
-            half = numpy_helper.from_array(
-                numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16"
-            )
-            keep.append(half)
-            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
-        else:
+        converted = convert(init)
+        if converted is None:
             keep.append(init)
+        else:
+            keep += converted[0]
+            nodes.append(converted[1])
     del graph.initializer[:]
     graph.initializer.extend(keep)
-    nodes = casts + list(graph.node)
+    nodes += list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes)
     onnx.save(model, str(dst))

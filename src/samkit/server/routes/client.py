@@ -46,18 +46,14 @@ class ClientDecoder:
     def export(cls, model) -> ClientDecoder:
         from ...checkpoints import weights_sha256
         from ...export import export_onnx
+        from ...export.onnx import encoder_shapes
 
         with tempfile.TemporaryDirectory() as d:
             export_onnx(model, d, graphs=("decoder",))
             data = (Path(d) / "decoder.onnx").read_bytes()
-        s, c = model.image_size, model.hidden_dim
-        shapes = {
-            "image_embed": [1, c, s // 16, s // 16],
-            "high_res_feats_0": [1, c // 8, s // 4, s // 4],
-            "high_res_feats_1": [1, c // 4, s // 8, s // 8],
-        }
+        shapes = {name: encoder_shapes(model)[name] for name in EMBEDDING_ORDER}
         etag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
-        return cls(data, etag, s, shapes, weights_sha256(model)[:16])
+        return cls(data, etag, model.image_size, shapes, weights_sha256(model)[:16])
 
 
 def _decoder(request: Request) -> ClientDecoder:
