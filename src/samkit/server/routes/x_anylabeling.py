@@ -84,13 +84,19 @@ def ok(data) -> dict:
     return {"success": True, "data": data}
 
 
+def refused(request: Request) -> JSONResponse | None:
+    """The tool's 401 unless the request carries the server's key (X-AnyLabeling's Token header, or a
+    Bearer/basic one as elsewhere); None when it does."""
+    token = request.headers.get("token") or bearer_token(request.headers.get("authorization"))
+    if key_ok(request.app.state.config, token):
+        return None
+    return fail(ToolError(401, "UNAUTHORIZED", "Invalid or missing API Key (send it in the Token header)"))
+
+
 def answer(request: Request, run) -> JSONResponse | dict:
     """``run()``'s data as the tool's success answer; its errors (and the server's) in the tool's shape."""
-    token = request.headers.get("token") or bearer_token(request.headers.get("authorization"))
-    if not key_ok(request.app.state.config, token):
-        return fail(
-            ToolError(401, "UNAUTHORIZED", "Invalid or missing API Key (send it in the Token header)")
-        )
+    if (no := refused(request)) is not None:
+        return no
     try:
         return ok(run())
     except (ToolError, ApiError) as e:
@@ -433,11 +439,8 @@ def _propagation(request: Request, body: dict):
 @router.post("/v1/video/propagate/stream")
 def video_propagate_stream(request: Request, body: dict = Body(...)):
     """Track every object through the session, as server-sent events (what X-AnyLabeling reads)."""
-    token = request.headers.get("token") or bearer_token(request.headers.get("authorization"))
-    if not key_ok(request.app.state.config, token):
-        return fail(
-            ToolError(401, "UNAUTHORIZED", "Invalid or missing API Key (send it in the Token header)")
-        )
+    if (no := refused(request)) is not None:
+        return no
     try:
         s, events = _propagation(request, body)
     except (ToolError, ApiError) as e:
