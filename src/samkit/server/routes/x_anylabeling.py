@@ -21,8 +21,6 @@ sends it (a ``Token`` header) or as elsewhere. Errors use the tool's shape, ``{"
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import shutil
 import tempfile
@@ -42,7 +40,7 @@ from ..config import bearer_token, key_ok
 from ..errors import ApiError
 from ..sessions import VideoSession
 from ._prompt import best_mask, check_bounds, request_prompt
-from .images import decode_image, ensure_embedding, image_from_bytes
+from .images import decode_base64, decode_image, ensure_embedding, image_from_bytes
 from .videos import _predictor
 
 router = APIRouter(tags=["integrations"])
@@ -143,12 +141,11 @@ def _image_bytes(request: Request, text, what: str = "image") -> bytes:
         head, _, text = text.partition(",")
         if ";base64" not in head:
             raise ToolError(422, "INVALID_IMAGE", f"{what}: only base64 data: URIs are taken")
-    limit = request.app.state.config.max_upload_bytes
-    if len(text) > limit * 4 // 3 + 4:
-        raise ToolError(413, "IMAGE_TOO_LARGE", f"{what} is over the limit of {limit} bytes")
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        return decode_base64(text, request.app.state.config.max_upload_bytes)
+    except ApiError as e:  # (the server's size and base64 checks, in the tool's terms)
+        if e.status == 413:
+            raise ToolError(413, "IMAGE_TOO_LARGE", f"{what}: {e.message}") from None
         raise ToolError(422, "INVALID_IMAGE", f"{what} is not valid base64") from None
 
 
