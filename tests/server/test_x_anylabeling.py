@@ -4,11 +4,14 @@ checked against samkit's own predictors."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 import samkit
 from samkit.polygons import mask_to_polygons
@@ -219,7 +222,7 @@ def test_propagation_stops_at_end_frame(client):
     init = {"model": "test-tiny-video", "frames": frames, "start_frame_index": 10}
     sid = client.post("/v1/video/init", json=init, headers=HEADERS).json()["data"]["session_id"]
     # the frames wait on disk, not in memory
-    assert len(list(client.app.state.sessions.get(sid).folder.glob("*.png"))) == 6
+    assert len(list(client.app.state.sessions.get(sid).folder.glob("*.png"))) == 6  # as sent
     prompt = {
         "session_id": sid,
         "model": "test-tiny-video",
@@ -249,3 +252,14 @@ def test_bodies_over_the_limit_are_refused_before_they_are_read(tiny_model):
         r = c.post("/v1/segment", content=chunks(), headers={"Content-Type": "application/json"})
         assert r.status_code == 413, r.text
         assert c.get("/healthz").status_code == 200
+
+
+def test_frames_are_kept_as_sent(client):
+    buf = io.BytesIO()
+    Image.fromarray(FRAMES[0]).save(buf, format="JPEG", quality=90)
+    jpeg = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    init = {"model": "test-tiny-video", "frames": [jpeg, data_uri(FRAMES[1])]}
+    sid = client.post("/v1/video/init", json=init, headers=HEADERS).json()["data"]["session_id"]
+    folder = client.app.state.sessions.get(sid).folder
+    assert sorted(p.name for p in folder.iterdir()) == ["000000.jpg", "000001.png"]
+    assert (folder / "000000.jpg").read_bytes() == buf.getvalue()

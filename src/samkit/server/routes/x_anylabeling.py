@@ -21,6 +21,7 @@ sends it (a ``Token`` header) or as elsewhere. Errors use the tool's shape, ``{"
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import tempfile
@@ -35,7 +36,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from PIL import Image
 
 from ...polygons import mask_to_polygons
-from ...video.io import open_video
+from ...video.io import FRAME_EXTENSIONS, open_video
 from ..config import bearer_token, key_ok
 from ..errors import ApiError
 from ..sessions import VideoSession
@@ -315,7 +316,14 @@ def video_init(request: Request, body: dict = Body(...)):
                         "a video's frames share one size",
                     )
                 size = frame.shape
-                Image.fromarray(frame).save(folder / f"{i:06d}.png", compress_level=1)
+                # the frame's own bytes (the session decodes them as it did here), under the suffix of
+                # their format; one a folder of frames does not list is stored as PNG
+                fmt = Image.open(io.BytesIO(data)).format or ""
+                suffix = {"JPEG": ".jpg"}.get(fmt, "." + fmt.lower())
+                if suffix in FRAME_EXTENSIONS:
+                    (folder / f"{i:06d}{suffix}").write_bytes(data)
+                else:
+                    Image.fromarray(frame).save(folder / f"{i:06d}.png", compress_level=1)
             state = _predictor(request).init_state(open_video(folder))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
